@@ -1,0 +1,117 @@
+"""Perturbation-aware ops: the same model code runs on plain parameters and on member views.
+
+A member view replaces every low-rank matrix leaf ``W`` by a :class:`LowRank` holding the
+shared base ``W`` and this member's factors. The ops never build ``W + σE``:
+
+    dense(x, W) = x @ W + scale · (x @ A) @ Bᵀ         scale = σ · sign / √rank
+
+so under ``jax.vmap`` over members the big product ``x @ W`` is one GEMM shared by the whole
+population, and each member pays only ``O(rank · (n_in + n_out))`` per row. Full-rank leaves
+(biases, norms, or every leaf under OpenES) arrive already perturbed as plain arrays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class LowRank:
+    """A matrix leaf seen by one population member: ``base + scale · a @ bᵀ``.
+
+    Shapes: ``base (*lead, n_in, n_out)``, ``a (*lead, n_in, r)``, ``b (*lead, n_out, r)``,
+    ``scale (*lead)``. ``lead`` are stacking axes (layers); ``lax.scan`` over a pytree holding
+    a ``LowRank`` slices all four fields together, so a scanned layer sees a 2-D ``LowRank``.
+    """
+
+    base: Array
+    a: Array
+    b: Array
+    scale: Array
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.base.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.base.ndim
+
+    @property
+    def dtype(self):
+        return self.base.dtype
+
+    def __getitem__(self, index) -> LowRank:
+        """Index the leading (stacking) axes, e.g. ``view["layers"]["w"][3]``."""
+        if not isinstance(index, tuple):
+            index = (index,)
+        lead = self.base.ndim - 2
+        if len(index) > lead:
+            raise IndexError(
+                f"LowRank leaves can only be indexed on their {lead} stacking axes; "
+                "use eggroll.materialize(view) to get a plain array"
+            )
+        return LowRank(self.base[index], self.a[index], self.b[index], self.scale[index])
+
+    def materialize(self) -> Array:
+        """The dense perturbed matrix (costs ``O(n_in · n_out)``)."""
+        delta = jnp.einsum("...ir,...or->...io", self.a, self.b)
+        delta = delta * self.scale[..., None, None]
+        return (self.base.astype(jnp.float32) + delta).astype(self.base.dtype)
+
+
+def _is_lowrank(x: Any) -> bool:
+    return isinstance(x, LowRank)
+
+
+def dense(x: Array, w: Array | LowRank) -> Array:
+    """``x @ w`` for ``x (..., n_in)`` and ``w (n_in, n_out)``, returning ``(..., n_out)``."""
+    if not _is_lowrank(w):
+        return x @ w
+    if w.base.ndim != 2:
+        raise ValueError(
+            f"dense expects a 2-D weight, got a stacked one of shape {w.base.shape}; "
+            "index the stacking axis or scan over it"
+        )
+    xa = x @ w.a.astype(x.dtype)
+    correction = (xa * w.scale.astype(x.dtype)) @ w.b.T.astype(x.dtype)
+    return x @ w.base + correction
+
+
+def embed(ids: Array, table: Array | LowRank) -> Array:
+    """Row gather ``table[ids]`` for a ``(vocab, d)`` table: returns ``(*ids.shape, d)``."""
+    if not _is_lowrank(table):
+        return table[ids]
+    if table.base.ndim != 2:
+        raise ValueError(f"embed expects a 2-D table, got shape {table.base.shape}")
+    rows = table.a[ids] * table.scale
+    return table.base[ids] + (rows @ table.b.T).astype(table.base.dtype)
+
+
+def vector(v: Array | LowRank) -> Array:
+    """A bias/scale leaf as a plain array.
+
+    Full-rank leaves are perturbed when the member view is built, so this is the identity for
+    them; a matrix leaf used elementwise is materialised.
+    """
+    if _is_lowrank(v):
+        return v.materialize()
+    return v
+
+
+def materialize(view: Any) -> Any:
+    """Return the view with every low-rank leaf replaced by its dense perturbed array.
+
+    Exact; costs ``O(n_in · n_out)`` per matrix. Use it to hand member parameters to code that
+    needs real arrays (a black-box simulator, a library model).
+    """
+    return jax.tree_util.tree_map(
+        lambda leaf: leaf.materialize() if _is_lowrank(leaf) else leaf, view, is_leaf=_is_lowrank
+    )

@@ -1,0 +1,1 @@
+"""What fitness is computed on: RL environments, text corpora, reasoning tasks."""
