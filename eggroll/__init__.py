@@ -9,7 +9,8 @@ state, info = es.tell(state, scores)
 
 from eggroll import checkpoint, leaves, nn, noise, shaping
 from eggroll.nn import LowRank, materialize
-from eggroll.strategy import EGGROLL, ESState, OpenES, Population, Strategy
+from eggroll.population import Population, PopulationStrategy
+from eggroll.strategy import EGGROLL, ESState, OpenES, Strategy
 
 __all__ = [
     "EGGROLL",
@@ -17,6 +18,7 @@ __all__ = [
     "LowRank",
     "OpenES",
     "Population",
+    "PopulationStrategy",
     "Strategy",
     "checkpoint",
     "leaves",

@@ -18,6 +18,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from eggroll.batching import member_project
+
 Array = jax.Array
 
 
@@ -80,7 +82,7 @@ def dense(x: Array, w: Array | LowRank) -> Array:
             f"dense expects a 2-D weight, got a stacked one of shape {w.base.shape}; "
             "index the stacking axis or scan over it"
         )
-    xa = x @ w.a.astype(x.dtype)
+    xa = member_project(x, w.a).astype(x.dtype)  # a GEMM, not N mat-vecs, under vmap
     correction = (xa * w.scale.astype(x.dtype)) @ w.b.T.astype(x.dtype)
     return x @ w.base + correction
 

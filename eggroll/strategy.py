@@ -27,8 +27,9 @@ import optax
 
 from eggroll import noise
 from eggroll import shaping as shaping_lib
-from eggroll.leaves import LeafRule, LeafSpec, all_full_rule, default_rule, leaf_specs, resolve_rule
-from eggroll.nn import LowRank, materialize
+from eggroll.leaves import LeafRule, LeafSpec, all_full_rule
+from eggroll.nn import LowRank
+from eggroll.population import PopulationStrategy, as_key, check_positive_int
 
 Array = jax.Array
 Schedule = Callable[[Array], Array]
@@ -52,11 +53,6 @@ class ESState:
     generation: Array
 
 
-def _check_positive_int(name: str, value: Any, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
-
-
 def _largest_divisor_at_most(n: int, bound: int) -> int:
     bound = max(1, min(n, bound))
     for d in range(bound, 0, -1):
@@ -65,23 +61,7 @@ def _largest_divisor_at_most(n: int, bound: int) -> int:
     return 1
 
 
-def _normalise_in_axes(in_axes: Any, n_args: int) -> tuple:
-    """``in_axes`` for the extra arguments: None, 0, or a tuple with one entry per argument."""
-    if in_axes is None or isinstance(in_axes, int):
-        in_axes = (in_axes,) * n_args
-    in_axes = tuple(in_axes)
-    if len(in_axes) != n_args:
-        raise ValueError(f"in_axes has {len(in_axes)} entries for {n_args} extra arguments")
-    for axis in in_axes:
-        if axis not in (None, 0):
-            raise ValueError(
-                f"in_axes entries must be None (shared by all members) or 0 (one slice per "
-                f"member along a leading population axis), got {axis!r}"
-            )
-    return in_axes
-
-
-class Strategy:
+class Strategy(PopulationStrategy):
     """Shared machinery of EGGROLL and OpenES; subclasses choose how matrix leaves are perturbed.
 
     Args:
@@ -99,7 +79,6 @@ class Strategy:
     """
 
     name = "Strategy"
-    _default_rule: Callable[[str, Any], str] = staticmethod(default_rule)
 
     def __init__(
         self,
@@ -114,12 +93,13 @@ class Strategy:
         chunk_size: int | None = None,
         eval_batch_size: int | None = None,
     ):
-        _check_positive_int("population_size", population_size, 2)
-        if antithetic and population_size % 2:
-            raise ValueError(
-                f"population_size={population_size} is odd but antithetic=True pairs members "
-                "(2p, 2p+1): use an even population_size or antithetic=False"
-            )
+        super().__init__(
+            population_size,
+            antithetic=antithetic,
+            noise_reuse=noise_reuse,
+            leaf_rule=leaf_rule,
+            eval_batch_size=eval_batch_size,
+        )
         if callable(sigma):
             self._sigma_schedule = sigma
         else:
@@ -128,7 +108,6 @@ class Strategy:
             if not math.isfinite(sigma):
                 raise ValueError(f"sigma must be finite, got {sigma!r}")
             self._sigma_schedule = None
-        _check_positive_int("noise_reuse", noise_reuse)
         if not callable(shaping):
             raise ValueError(f"shaping must be a callable (N,) -> (N,), got {shaping!r}")
         group = getattr(shaping, "group_size", None)
@@ -142,17 +121,11 @@ class Strategy:
                     f"shaping group_size={group} is odd and would split antithetic pairs: "
                     "use an even group size"
                 )
-        self.population_size = population_size
         self.sigma = sigma
         self.optimizer = optimizer if optimizer is not None else optax.sgd(1e-2)
-        self.antithetic = bool(antithetic)
-        self.noise_reuse = noise_reuse
         self.shaping = shaping
-        self.leaf_rule = leaf_rule
-        self._rule = resolve_rule(leaf_rule, self._default_rule)
-        self.num_draws = population_size // 2 if self.antithetic else population_size
         if chunk_size is not None:
-            _check_positive_int("chunk_size", chunk_size)
+            check_positive_int("chunk_size", chunk_size)
             if self.num_draws % chunk_size:
                 raise ValueError(
                     f"chunk_size={chunk_size} does not divide the {self.num_draws} noise draws "
@@ -160,10 +133,6 @@ class Strategy:
                     f"pick a divisor of {self.num_draws}"
                 )
         self.chunk_size = chunk_size
-        if eval_batch_size is not None:
-            _check_positive_int("eval_batch_size", eval_batch_size)
-        self.eval_batch_size = eval_batch_size
-        self._evaluate_jit = jax.jit(self._evaluate, static_argnums=(1, 2))
         self._tell_jit = jax.jit(self._tell)
 
     # ------------------------------------------------------------------ configuration
@@ -171,11 +140,8 @@ class Strategy:
         """JSON-able description of the configuration (stored in checkpoints as a fingerprint)."""
         sigma = self.sigma if self._sigma_schedule is None else "schedule"
         return {
-            "strategy": self.name,
-            "population_size": self.population_size,
+            **super().config(),
             "sigma": sigma,
-            "antithetic": self.antithetic,
-            "noise_reuse": self.noise_reuse,
             "shaping": shaping_lib.shaping_name(self.shaping),
         }
 
@@ -185,21 +151,13 @@ class Strategy:
             return jnp.asarray(self.sigma, jnp.float32)
         return jnp.asarray(self._sigma_schedule(generation), jnp.float32)
 
-    def leaf_specs(self, params: Any) -> list[LeafSpec]:
-        """The kind, noise id and shape of every leaf of ``params`` (validated)."""
-        specs = leaf_specs(params, self._rule)
-        for spec, leaf in zip(specs, jax.tree_util.tree_leaves(params), strict=True):
-            if spec.kind != "frozen" and not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
-                raise ValueError(
-                    f"leaf {spec.path!r} has dtype {jnp.result_type(leaf)}: float ES perturbs only "
-                    "floating leaves. Cast it to float, mark it 'frozen' in leaf_rule, or use "
-                    "eggroll.integer for int8 models"
-                )
-            self._check_leaf(spec)
-        return specs
-
-    def _check_leaf(self, spec: LeafSpec) -> None:
-        """Subclass hook for per-leaf validation."""
+    def _check_leaf(self, spec: LeafSpec, leaf: Any) -> None:
+        if spec.kind != "frozen" and not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+            raise ValueError(
+                f"leaf {spec.path!r} has dtype {jnp.result_type(leaf)}: float ES perturbs only "
+                "floating leaves. Cast it to float, mark it 'frozen' in leaf_rule, or use "
+                "eggroll.integer for int8 models"
+            )
 
     def _chunk(self, specs: list[LeafSpec]) -> int:
         if self.chunk_size is not None:
@@ -211,12 +169,9 @@ class Strategy:
         return math.prod(spec.shape)
 
     # ------------------------------------------------------------------ lifecycle
-    def init(self, key: Array, params: Any) -> ESState:
+    def init(self, key: Array | int, params: Any) -> ESState:
         """Start from ``params`` (a pytree of float arrays) with noise seed ``key``."""
-        if not (isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)):
-            key = (
-                jax.random.wrap_key_data(jnp.asarray(key)) if jnp.ndim(key) else jax.random.key(key)
-            )
+        key = as_key(key)
         params = jax.tree_util.tree_map(jnp.asarray, params)
         self.leaf_specs(params)
         return ESState(
@@ -226,74 +181,16 @@ class Strategy:
             generation=jnp.zeros((), jnp.int32),
         )
 
-    def member(self, state: ESState, member: Array | int) -> Any:
-        """The parameters seen by one member: low-rank leaves as :class:`LowRank`, the rest
-        as perturbed arrays. ``member`` may be traced (this is what ``evaluate`` vmaps)."""
-        specs = self.leaf_specs(state.params)
-        leaves, treedef = jax.tree_util.tree_flatten(state.params)
-        epoch = state.generation // self.noise_reuse
-        index, sign = noise.noise_index_and_sign(member, self.antithetic)
-        sigma = self.sigma_at(state.generation)
-        out = []
-        for spec, leaf in zip(specs, leaves, strict=True):
-            if spec.kind == "frozen":
-                out.append(leaf)
-                continue
-            key = noise.draw_key(state.key, spec.id, epoch, index)
-            out.append(self._perturb(spec, leaf, key, sigma * sign))
-        return jax.tree_util.tree_unflatten(treedef, out)
+    def _perturb(self, spec: LeafSpec, leaf: Array, key: Array, sign: Array, state: ESState):
+        return self._perturb_scaled(spec, leaf, key, self.sigma_at(state.generation) * sign)
 
-    def _perturb(self, spec: LeafSpec, leaf: Array, key: Array, signed_sigma: Array) -> Any:
+    def _perturb_scaled(self, spec: LeafSpec, leaf: Array, key: Array, signed_sigma: Array) -> Any:
         eps = self._noise(spec, key)
         return (leaf.astype(jnp.float32) + signed_sigma * eps).astype(leaf.dtype)
 
     def _noise(self, spec: LeafSpec, key: Array) -> Array:
         """Dense noise ``E`` of one draw for a leaf (shape ``spec.shape``, float32)."""
         return noise.fullrank_noise(key, spec.shape)
-
-    def ask(self, state: ESState) -> Population:
-        """The population of this generation, for callers that evaluate members themselves."""
-        return Population(self, state)
-
-    def evaluate(
-        self, state: ESState, fitness_fn: Callable[..., Array], *args: Any, in_axes: Any = None
-    ) -> Array:
-        """Scores ``(N,)`` float32 of every member: ``fitness_fn(member_view, *args)``.
-
-        ``in_axes`` follows ``jax.vmap`` for the extra arguments: ``None`` (default) shares an
-        argument with all members, ``0`` gives member ``i`` slice ``i`` of its leading axis; a
-        tuple sets it per argument. Compiled once per ``(fitness_fn, in_axes)`` and shapes:
-        pass the same function object every generation.
-        """
-        in_axes = _normalise_in_axes(in_axes, len(args))
-        for arg, axis in zip(args, in_axes, strict=True):
-            if axis == 0:
-                for leaf in jax.tree_util.tree_leaves(arg):
-                    if jnp.ndim(leaf) < 1 or jnp.shape(leaf)[0] != self.population_size:
-                        raise ValueError(
-                            f"an argument with in_axes=0 needs a leading axis of "
-                            f"population_size={self.population_size}, got shape {jnp.shape(leaf)}"
-                        )
-        return self._evaluate_jit(state, fitness_fn, in_axes, *args)
-
-    def _evaluate(self, state: ESState, fitness_fn: Callable, in_axes: tuple, *args: Any) -> Array:
-        shared = [None if axis == 0 else arg for arg, axis in zip(args, in_axes, strict=True)]
-        mapped = [arg for arg, axis in zip(args, in_axes, strict=True) if axis == 0]
-
-        def one(member, member_args):
-            it = iter(member_args)
-            full_args = [
-                next(it) if axis == 0 else s for s, axis in zip(shared, in_axes, strict=True)
-            ]
-            score = jnp.asarray(fitness_fn(self.member(state, member), *full_args))
-            if score.shape != ():
-                raise ValueError(f"fitness_fn must return a scalar per member, got {score.shape}")
-            return score.astype(jnp.float32)
-
-        members = jnp.arange(self.population_size, dtype=jnp.int32)
-        if self.eval_batch_size is None:
-            return jax.vmap(one)(members, mapped)
-        return jax.lax.map(lambda xs: one(*xs), (members, mapped), batch_size=self.eval_batch_size)
 
     def tell(self, state: ESState, fitness: Array) -> tuple[ESState, dict[str, Array]]:
         """Shape the scores, estimate the ascent direction, take one optax step.
@@ -428,34 +325,6 @@ def _fitness_stats(fitness: Array) -> dict[str, Array]:
     }
 
 
-class Population:
-    """The members of one generation, for callers that run evaluation themselves.
-
-    ``population[i]`` is member ``i``'s view (as passed to a fitness function);
-    ``population.materialize()`` returns plain perturbed parameters with a leading ``(N,)``
-    axis (``O(N · params)`` memory: for small models or host-side evaluation).
-    """
-
-    def __init__(self, strategy: Strategy, state: ESState):
-        self.strategy = strategy
-        self.state = state
-        self.size = strategy.population_size
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __getitem__(self, member: int) -> Any:
-        if not 0 <= member < self.size:
-            raise IndexError(f"member {member} outside population of {self.size}")
-        return self.strategy.member(self.state, member)
-
-    def materialize(self) -> Any:
-        members = jnp.arange(self.size, dtype=jnp.int32)
-        return jax.jit(jax.vmap(lambda i: materialize(self.strategy.member(self.state, i))))(
-            members
-        )
-
-
 class OpenES(Strategy):
     """Full-rank OpenES: every leaf gets dense Gaussian noise (the naive baseline).
 
@@ -486,14 +355,15 @@ class EGGROLL(Strategy):
         rank: int = 1,
         **kwargs: Any,
     ):
-        _check_positive_int("rank", rank)
+        check_positive_int("rank", rank)
         self.rank = rank
         super().__init__(population_size, sigma, optimizer, **kwargs)
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "rank": self.rank}
 
-    def _check_leaf(self, spec: LeafSpec) -> None:
+    def _check_leaf(self, spec: LeafSpec, leaf: Any) -> None:
+        super()._check_leaf(spec, leaf)
         if spec.kind == "lowrank" and self.rank > min(spec.n_in, spec.n_out):
             raise ValueError(
                 f"rank={self.rank} exceeds min(n_in, n_out)={min(spec.n_in, spec.n_out)} of leaf "
@@ -505,9 +375,9 @@ class EGGROLL(Strategy):
             return math.prod(spec.shape)
         return math.prod(spec.lead) * (spec.n_in + spec.n_out) * self.rank
 
-    def _perturb(self, spec: LeafSpec, leaf: Array, key: Array, signed_sigma: Array) -> Any:
+    def _perturb_scaled(self, spec: LeafSpec, leaf: Array, key: Array, signed_sigma: Array) -> Any:
         if spec.kind != "lowrank":
-            return super()._perturb(spec, leaf, key, signed_sigma)
+            return super()._perturb_scaled(spec, leaf, key, signed_sigma)
         a, b = noise.lowrank_factors(key, spec.lead, spec.n_in, spec.n_out, self.rank)
         scale = jnp.broadcast_to(signed_sigma / math.sqrt(self.rank), spec.lead)
         return LowRank(leaf, a, b, scale.astype(jnp.float32))

@@ -81,8 +81,10 @@ def main() -> None:
     if args.generations < 1 or args.population < 2 or args.population % 2:
         parser.error("--generations must be ≥ 1 and --population an even number ≥ 2")
     common = dict(sigma=0.05, optimizer=optax.adam(0.02), shaping=egg.shaping.centered_rank)
-    for strategy in (egg.EGGROLL(args.population, rank=2, **common),
-                     egg.OpenES(args.population, **common)):
+    for strategy in (
+        egg.EGGROLL(args.population, rank=2, **common),
+        egg.OpenES(args.population, **common),
+    ):
         print(json.dumps(run(strategy, args.generations, args.seed)))
 
 

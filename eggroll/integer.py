@@ -1,0 +1,381 @@
+"""Integer EGGROLL: int8 parameters, int8 low-rank noise, a ±1 update by Z-test.
+
+Sarkar et al., "Evolution Strategies at the Hyperscale", arXiv 2511.16652 (2025), EGG section.
+
+Every parameter is an int8 matrix (or a stack of them) in fixed point ``ONE = 16``. Member
+``i`` perturbs matrix ``W`` by ``E = s_i · A Bᵀ / 2^(4 + sigma_shift)`` where ``A (n_in, r)``,
+``B (n_out, r)`` are int8 factors ``round(16 · N(0, 1))``; with ``sigma_shift = 4`` an entry of
+``E`` is about one int8 step (σ = 2^-4 in units of ``ONE``). The forward pass never builds
+``W + E``: :func:`matmul` adds ``s · ((x @ A) >> 4) @ Bᵀ >> sigma_shift`` to the shared
+``x @ W``.
+
+The update: each antithetic pair ``p`` gets ``F_p = sign(f_{2p} − f_{2p+1})``; per leaf
+``Z = Σ_p F_p A_p B_pᵀ`` (int32, one contraction over pairs and rank, chunked). Under the null
+hypothesis (fitness independent of the noise) ``Z_ij`` has mean 0 and standard deviation
+``√(#{F_p ≠ 0} · r) · E[a²]``; a weight moves by ``sign(Z_ij)`` where ``|Z_ij|`` passes the
+two-sided threshold ``z_{1−α/2}`` of that null, so about a fraction ``α`` of weights would move by
+chance; real signal moves more. ``α_t = alpha / (alpha_decay · t + 1)``.
+
+Noise comes from counter-based keys (``noise="keys"``), or from an int8 table generated from the
+seed at ``init`` (``noise="table"``): a draw is a contiguous slice at a key-derived offset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import ndtri
+
+from eggroll import noise
+from eggroll.batching import member_project
+from eggroll.intmath import INT8_MAX, saturate, shift_round
+from eggroll.intmath import matmul as int_matmul
+from eggroll.leaves import LeafSpec
+from eggroll.population import PopulationStrategy, as_key, check_positive_int
+from eggroll.shaping import antithetic_sign
+
+Array = jax.Array
+
+NOISE_SCALE = 16.0  # int8 factors are round(16 · N(0, 1)), clipped to ±127
+
+
+def _second_moment() -> float:
+    """``E[a²]`` of the quantised factor distribution (exact, by summing the normal pmf)."""
+    values = np.arange(-INT8_MAX, INT8_MAX + 1, dtype=np.float64)
+    edges = (values[:, None] + np.array([-0.5, 0.5])) / NOISE_SCALE
+    cdf = 0.5 * (1 + np.vectorize(math.erf)(edges / math.sqrt(2)))
+    pmf = cdf[:, 1] - cdf[:, 0]
+    pmf[0] += 1 - pmf.sum()  # clipped tails, split onto ±127 equally
+    pmf[0] /= 2
+    pmf[-1] += pmf[0]
+    return float(np.sum(pmf * values**2))
+
+
+FACTOR_SECOND_MOMENT = _second_moment()
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class IntLowRank:
+    """An int8 matrix leaf seen by one member: ``base + sign · a @ bᵀ / 2^(4 + sigma_shift)``.
+
+    Shapes: ``base (*lead, n_in, n_out)`` int8, ``a (*lead, n_in, r)`` int8,
+    ``b (*lead, n_out, r)`` int8, ``sign (*lead)`` int32. ``sigma_shift`` is static.
+    """
+
+    base: Array
+    a: Array
+    b: Array
+    sign: Array
+    sigma_shift: int = dataclasses.field(metadata={"static": True}, default=4)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.base.shape
+
+    def __getitem__(self, index) -> IntLowRank:
+        if not isinstance(index, tuple):
+            index = (index,)
+        if len(index) > self.base.ndim - 2:
+            raise IndexError("IntLowRank leaves can only be indexed on their stacking axes")
+        return IntLowRank(
+            self.base[index], self.a[index], self.b[index], self.sign[index], self.sigma_shift
+        )
+
+    def delta(self) -> Array:
+        """The int32 perturbation ``round(sign · A Bᵀ / 2^(4 + sigma_shift))``."""
+        product = jnp.einsum("...ir,...or->...io", self.a, self.b, preferred_element_type=jnp.int32)
+        return shift_round(product * self.sign[..., None, None], 4 + self.sigma_shift)
+
+    def materialize(self) -> Array:
+        """The perturbed int8 matrix (saturated)."""
+        return saturate(self.base.astype(jnp.int32) + self.delta())
+
+
+def _is_int_view(x: Any) -> bool:
+    return isinstance(x, IntLowRank)
+
+
+def matmul(x: Array, w: Array | IntLowRank) -> Array:
+    """int32 ``x @ w`` for int8 ``x (..., n_in)`` and an int8 ``(n_in, n_out)`` leaf or view.
+
+    For a view the low-rank term ``sign · ((x @ A) >> 4) @ Bᵀ >> sigma_shift`` is added to the
+    shared ``x @ W`` (rounded shifts, so it equals ``x @ E`` up to rounding).
+    """
+    if not _is_int_view(w):
+        return int_matmul(x, w)
+    if w.base.ndim != 2:
+        raise ValueError(f"matmul expects a 2-D weight, got a stacked one of shape {w.shape}")
+    xa = shift_round(member_project(x, w.a), 4) * w.sign  # (..., r) int32
+    # Rank is small: elementwise products fuse into the output pass (no (.., n_out) temp).
+    correction = 0
+    for k in range(w.a.shape[-1]):
+        correction = correction + xa[..., k : k + 1] * w.b[:, k].astype(jnp.int32)
+    return int_matmul(x, w.base) + shift_round(correction, w.sigma_shift)
+
+
+def embed(ids: Array, table: Array | IntLowRank) -> Array:
+    """Row gather ``table[ids]`` of an int8 ``(vocab, d)`` table → int8 ``(*ids.shape, d)``."""
+    if not _is_int_view(table):
+        return table[ids]
+    rows = jnp.einsum("...r,or->...o", table.a[ids], table.b, preferred_element_type=jnp.int32)
+    delta = shift_round(rows * table.sign, 4 + table.sigma_shift)
+    return saturate(table.base[ids].astype(jnp.int32) + delta)
+
+
+def materialize(view: Any) -> Any:
+    """Replace every :class:`IntLowRank` in ``view`` by its perturbed int8 matrix."""
+    return jax.tree_util.tree_map(
+        lambda leaf: leaf.materialize() if _is_int_view(leaf) else leaf, view, is_leaf=_is_int_view
+    )
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class IntState:
+    """State of :class:`IntEGGROLL`: int8 ``params``, the noise ``key``, int32 ``generation``,
+    and ``noise_table`` (int8, empty unless ``noise="table"``)."""
+
+    params: Any
+    key: Array
+    generation: Array
+    noise_table: Array
+
+
+class IntEGGROLL(PopulationStrategy):
+    """Integer EGGROLL for int8 models (see module docstring).
+
+    Args:
+      population_size: members N (even: antithetic pairs are required).
+      rank: rank r of each member's perturbation.
+      sigma_shift: perturbations are ``A Bᵀ >> (4 + sigma_shift)`` (σ = 2^-sigma_shift).
+      alpha, alpha_decay: target fraction of weights moved by chance,
+        ``α_t = alpha / (alpha_decay · t + 1)``; ``0 < alpha ≤ 1``.
+      noise_reuse: noise changes every ``noise_reuse`` generations.
+      noise: ``"keys"`` (threefry per draw) or ``"table"`` (slices of a seed-made int8 table of
+        ``table_size`` entries kept in the state).
+      leaf_rule: ``"lowrank"`` or ``"frozen"`` per leaf (default: int8 matrices are low-rank).
+      chunk_size: antithetic pairs per chunk of the update contraction (divides N/2).
+      eval_batch_size: members evaluated at once (``None``: all in one vmap).
+    """
+
+    name = "IntEGGROLL"
+    score_dtype = jnp.int32
+
+    def __init__(
+        self,
+        population_size: int,
+        *,
+        rank: int = 1,
+        sigma_shift: int = 4,
+        alpha: float = 1.0,
+        alpha_decay: float = 0.015,
+        noise_reuse: int = 1,
+        noise: str = "table",
+        table_size: int = 1 << 20,
+        leaf_rule: Any = None,
+        chunk_size: int | None = None,
+        eval_batch_size: int | None = None,
+    ):
+        super().__init__(
+            population_size,
+            antithetic=True,
+            noise_reuse=noise_reuse,
+            leaf_rule=leaf_rule,
+            eval_batch_size=eval_batch_size,
+        )
+        check_positive_int("rank", rank)
+        check_positive_int("sigma_shift", sigma_shift, 0)
+        if sigma_shift > 12:
+            raise ValueError(f"sigma_shift={sigma_shift} leaves no perturbation; use 0..12")
+        if not (isinstance(alpha, (int, float)) and 0 < alpha <= 1):
+            raise ValueError(f"alpha must be in (0, 1], got {alpha!r}")
+        if not (isinstance(alpha_decay, (int, float)) and alpha_decay >= 0):
+            raise ValueError(f"alpha_decay must be ≥ 0, got {alpha_decay!r}")
+        if noise not in ("keys", "table"):
+            raise ValueError(f"noise must be 'keys' or 'table', got {noise!r}")
+        check_positive_int("table_size", table_size, 1024)
+        if chunk_size is not None:
+            check_positive_int("chunk_size", chunk_size)
+            if self.num_draws % chunk_size:
+                raise ValueError(
+                    f"chunk_size={chunk_size} does not divide the {self.num_draws} antithetic "
+                    f"pairs; pick a divisor of {self.num_draws}"
+                )
+        self.rank = rank
+        self.sigma_shift = sigma_shift
+        self.alpha = float(alpha)
+        self.alpha_decay = float(alpha_decay)
+        self.noise = noise
+        self.table_size = table_size
+        self.chunk_size = chunk_size
+        self._tell_jit = jax.jit(self._tell)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            **super().config(),
+            "rank": self.rank,
+            "sigma_shift": self.sigma_shift,
+            "alpha": self.alpha,
+            "alpha_decay": self.alpha_decay,
+            "noise": self.noise,
+            "table_size": self.table_size if self.noise == "table" else None,
+        }
+
+    def _check_leaf(self, spec: LeafSpec, leaf: Any) -> None:
+        if spec.kind == "frozen":
+            return
+        if jnp.result_type(leaf) != jnp.int8:
+            raise ValueError(
+                f"leaf {spec.path!r} has dtype {jnp.result_type(leaf)}: integer EGGROLL trains "
+                "int8 matrices only. Cast it to int8, or mark it 'frozen' in leaf_rule"
+            )
+        if spec.kind != "lowrank":
+            raise ValueError(
+                f"leaf {spec.path!r} is {spec.kind!r}: integer EGGROLL perturbs int8 matrices "
+                "(ndim ≥ 2) only; mark vector leaves 'frozen'"
+            )
+        if self.rank > min(spec.n_in, spec.n_out):
+            raise ValueError(
+                f"rank={self.rank} exceeds min(n_in, n_out)={min(spec.n_in, spec.n_out)} of "
+                f"leaf {spec.path!r}"
+            )
+        if self.noise == "table" and self._draw_size(spec) > self.table_size:
+            raise ValueError(
+                f"leaf {spec.path!r} needs {self._draw_size(spec)} noise entries per draw, more "
+                f"than table_size={self.table_size}: raise table_size"
+            )
+
+    def _draw_size(self, spec: LeafSpec) -> int:
+        return math.prod(spec.lead) * (spec.n_in + spec.n_out) * self.rank
+
+    # ------------------------------------------------------------------ noise
+    def init(self, key: Array | int, params: Any) -> IntState:
+        """Start from int8 ``params`` with noise seed ``key``."""
+        key = as_key(key)
+        params = jax.tree_util.tree_map(jnp.asarray, params)
+        self.leaf_specs(params)
+        if self.noise == "table":
+            table = self._quantise(
+                jax.random.normal(jax.random.fold_in(key, 0x7AB1E), (self.table_size,))
+            )
+        else:
+            table = jnp.zeros((0,), jnp.int8)
+        return IntState(params, key, jnp.zeros((), jnp.int32), table)
+
+    @staticmethod
+    def _quantise(z: Array) -> Array:
+        return jnp.clip(jnp.round(z * NOISE_SCALE), -INT8_MAX, INT8_MAX).astype(jnp.int8)
+
+    def factors(self, state: IntState, spec: LeafSpec, key: Array) -> tuple[Array, Array]:
+        """int8 ``A (*lead, n_in, r)`` and ``B (*lead, n_out, r)`` of one draw."""
+        shape = (*spec.lead, spec.n_in + spec.n_out, self.rank)
+        if self.noise == "keys":
+            z = self._quantise(jax.random.normal(key, shape))
+        else:
+            size = self._draw_size(spec)
+            offset = jax.random.randint(key, (), 0, self.table_size - size + 1)
+            z = jax.lax.dynamic_slice(state.noise_table, (offset,), (size,)).reshape(shape)
+        return z[..., : spec.n_in, :], z[..., spec.n_in :, :]
+
+    def _perturb(self, spec: LeafSpec, leaf: Array, key: Array, sign: Array, state: IntState):
+        a, b = self.factors(state, spec, key)
+        signs = jnp.broadcast_to(sign.astype(jnp.int32), spec.lead)
+        return IntLowRank(leaf, a, b, signs, self.sigma_shift)
+
+    # ------------------------------------------------------------------ the update
+    def alpha_at(self, generation: Array) -> Array:
+        """α_t, the fraction of weights that would move by chance at generation t."""
+        return self.alpha / (self.alpha_decay * generation.astype(jnp.float32) + 1.0)
+
+    def tell(self, state: IntState, fitness: Array) -> tuple[IntState, dict[str, Array]]:
+        """``fitness (N,)``, higher is better (int or float; only pair comparisons are used).
+
+        Returns the new state and ``info``: ``fitness_mean/min/max``, ``alpha``,
+        ``threshold`` (on ``|Z|``), ``moved_fraction`` (weights that changed), ``active_pairs``
+        (pairs whose members scored differently).
+        """
+        fitness = jnp.asarray(fitness)
+        if fitness.shape != (self.population_size,):
+            raise ValueError(
+                f"tell expects fitness of shape ({self.population_size},), got {fitness.shape}"
+            )
+        return self._tell_jit(state, fitness)
+
+    def _tell(self, state: IntState, fitness: Array) -> tuple[IntState, dict[str, Array]]:
+        f = fitness.astype(jnp.float32)
+        finite = jnp.isfinite(f)
+        # A pair with a non-finite member carries no signal.
+        pair_ok = finite[0::2] & finite[1::2]
+        signs = antithetic_sign(jnp.where(finite, f, 0.0))[0::2]
+        pair_sign = jnp.where(pair_ok, signs, 0.0).astype(jnp.int8)  # F_p ∈ {-1, 0, 1}
+        active = jnp.sum(pair_sign != 0)
+        alpha = self.alpha_at(state.generation)
+        null_std = jnp.sqrt(active.astype(jnp.float32) * self.rank) * FACTOR_SECOND_MOMENT
+        threshold = ndtri(1.0 - alpha / 2.0) * null_std
+        specs = self.leaf_specs(state.params)
+        leaves, treedef = jax.tree_util.tree_flatten(state.params)
+        epoch = state.generation // self.noise_reuse
+        chunk = self.chunk_size or self._auto_chunk(specs)
+        n_chunks = self.num_draws // chunk
+        indices = jnp.arange(self.num_draws, dtype=jnp.int32).reshape(n_chunks, chunk)
+        weights = pair_sign.reshape(n_chunks, chunk)
+        moved = jnp.zeros((), jnp.int32)
+        total = 0
+        new_leaves = []
+        for spec, leaf in zip(specs, leaves, strict=True):
+            if spec.kind == "frozen":
+                new_leaves.append(leaf)
+                continue
+            z = self._score_sum(state, spec, epoch, indices, weights)
+            step = jnp.where(jnp.abs(z).astype(jnp.float32) > threshold, jnp.sign(z), 0)
+            step = jnp.where(active > 0, step, 0)
+            new = jnp.clip(leaf.astype(jnp.int32) + step, -INT8_MAX, INT8_MAX).astype(jnp.int8)
+            moved = moved + jnp.sum(new != leaf)
+            total += leaf.size
+            new_leaves.append(new)
+        info = {
+            "fitness_mean": jnp.mean(jnp.where(finite, f, 0.0)),
+            "fitness_min": jnp.min(jnp.where(finite, f, jnp.inf)),
+            "fitness_max": jnp.max(jnp.where(finite, f, -jnp.inf)),
+            "alpha": alpha,
+            "threshold": threshold,
+            "moved_fraction": moved.astype(jnp.float32) / max(total, 1),
+            "active_pairs": active,
+        }
+        new_state = IntState(
+            jax.tree_util.tree_unflatten(treedef, new_leaves),
+            state.key,
+            state.generation + 1,
+            state.noise_table,
+        )
+        return new_state, info
+
+    def _auto_chunk(self, specs: list[LeafSpec]) -> int:
+        per_draw = max([self._draw_size(s) for s in specs if s.kind != "frozen"] or [1])
+        bound = max(1, (1 << 24) // per_draw)
+        return max(d for d in range(1, min(bound, self.num_draws) + 1) if self.num_draws % d == 0)
+
+    def _score_sum(
+        self, state: IntState, spec: LeafSpec, epoch: Array, indices: Array, weights: Array
+    ) -> Array:
+        """``Z = Σ_p F_p A_p B_pᵀ`` (int32, ``spec.shape``) by chunks of pairs."""
+
+        def chunk_sum(idx: Array, w: Array) -> Array:
+            keys = jax.vmap(lambda i: noise.draw_key(state.key, spec.id, epoch, i))(idx)
+            a, b = jax.vmap(lambda k: self.factors(state, spec, k))(keys)
+            weighted = a * w.reshape((-1,) + (1,) * (a.ndim - 1))
+            return jnp.einsum("c...ir,c...or->...io", weighted, b, preferred_element_type=jnp.int32)
+
+        if indices.shape[0] == 1:
+            return chunk_sum(indices[0], weights[0])
+
+        def body(acc, xs):
+            return acc + chunk_sum(*xs), None
+
+        return jax.lax.scan(body, jnp.zeros(spec.shape, jnp.int32), (indices, weights))[0]

@@ -1,0 +1,76 @@
+"""Learning-curve PNGs from a run's metrics.jsonl.
+
+python scripts/plot.py runs/pretrain            # writes runs/pretrain/curve.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from common import read_jsonl  # noqa: E402
+
+
+def plot_pretrain(run_dir: Path, out: Path | None = None) -> Path:
+    """Train and validation bits/byte against training tokens, baselines as horizontal lines."""
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    if not records:
+        raise ValueError(f"{run_dir / 'metrics.jsonl'} has no records to plot")
+    train = [r for r in records if r.get("train_bits_per_byte") is not None]
+    valid = [r for r in records if r.get("valid_bits_per_byte") is not None]
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    ax.plot(
+        [r["tokens"] for r in train],
+        [r["train_bits_per_byte"] for r in train],
+        lw=1,
+        alpha=0.7,
+        label="train (perturbed members)",
+    )
+    ax.plot(
+        [r["tokens"] for r in valid],
+        [r["valid_bits_per_byte"] for r in valid],
+        "o-",
+        lw=2,
+        label="validation (mean model)",
+    )
+    baselines_path = run_dir / "baselines.json"
+    if baselines_path.exists():
+        styles = {"unigram": ":", "bigram": "--", "lzma": "-."}
+        for name, value in json.loads(baselines_path.read_text()).items():
+            ax.axhline(value, color="gray", ls=styles.get(name, ":"), lw=1)
+            ax.annotate(
+                f"{name} {value:.2f}",
+                (0.99, value),
+                xycoords=("axes fraction", "data"),
+                ha="right",
+                va="bottom",
+                fontsize=8,
+                color="gray",
+            )
+    ax.set_xlabel("training tokens (bytes read from the data streams)")
+    ax.set_ylabel("bits / byte")
+    ax.set_title(f"EGG int8 LM, ES pretraining: {run_dir.name}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out = out or run_dir / "curve.png"
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    print(plot_pretrain(args.run_dir, args.out))
+
+
+if __name__ == "__main__":
+    main()
