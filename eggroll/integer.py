@@ -88,9 +88,9 @@ class IntLowRank:
         )
 
     def delta(self) -> Array:
-        """The int32 perturbation ``round(sign · A Bᵀ / 2^(4 + sigma_shift))``."""
+        """The int32 perturbation ``sign · round(A Bᵀ / 2^(4 + sigma_shift))``."""
         product = jnp.einsum("...ir,...or->...io", self.a, self.b, preferred_element_type=jnp.int32)
-        return shift_round(product * self.sign[..., None, None], 4 + self.sigma_shift)
+        return shift_round(product, 4 + self.sigma_shift) * self.sign[..., None, None]
 
     def materialize(self) -> Array:
         """The perturbed int8 matrix (saturated)."""
@@ -104,19 +104,21 @@ def _is_int_view(x: Any) -> bool:
 def matmul(x: Array, w: Array | IntLowRank) -> Array:
     """int32 ``x @ w`` for int8 ``x (..., n_in)`` and an int8 ``(n_in, n_out)`` leaf or view.
 
-    For a view the low-rank term ``sign · ((x @ A) >> 4) @ Bᵀ >> sigma_shift`` is added to the
-    shared ``x @ W`` (rounded shifts, so it equals ``x @ E`` up to rounding).
+    For a view the low-rank term ``sign · (((x @ A) >> 4) @ Bᵀ >> sigma_shift)`` is added to
+    the shared ``x @ W`` (rounded shifts, so it equals ``x @ E`` up to rounding; the sign is
+    applied last, so antithetic members get exactly opposite terms).
     """
     if not _is_int_view(w):
         return int_matmul(x, w)
     if w.base.ndim != 2:
         raise ValueError(f"matmul expects a 2-D weight, got a stacked one of shape {w.shape}")
-    xa = shift_round(member_project(x, w.a), 4) * w.sign  # (..., r) int32
+    xa = shift_round(member_project(x, w.a), 4)  # (..., r) int32
     # Rank is small: elementwise products fuse into the output pass (no (.., n_out) temp).
     correction = 0
     for k in range(w.a.shape[-1]):
         correction = correction + xa[..., k : k + 1] * w.b[:, k].astype(jnp.int32)
-    return int_matmul(x, w.base) + shift_round(correction, w.sigma_shift)
+    # The sign comes last so antithetic members get exactly opposite corrections.
+    return int_matmul(x, w.base) + shift_round(correction, w.sigma_shift) * w.sign
 
 
 def embed(ids: Array, table: Array | IntLowRank) -> Array:
@@ -124,7 +126,7 @@ def embed(ids: Array, table: Array | IntLowRank) -> Array:
     if not _is_int_view(table):
         return table[ids]
     rows = jnp.einsum("...r,or->...o", table.a[ids], table.b, preferred_element_type=jnp.int32)
-    delta = shift_round(rows * table.sign, 4 + table.sigma_shift)
+    delta = shift_round(rows, 4 + table.sigma_shift) * table.sign
     return saturate(table.base[ids].astype(jnp.int32) + delta)
 
 
@@ -162,6 +164,7 @@ class IntEGGROLL(PopulationStrategy):
       leaf_rule: ``"lowrank"`` or ``"frozen"`` per leaf (default: int8 matrices are low-rank).
       chunk_size: antithetic pairs per chunk of the update contraction (divides N/2).
       eval_batch_size: members evaluated at once (``None``: all in one vmap).
+      mesh: devices the population is split over (default: all of them).
     """
 
     name = "IntEGGROLL"
@@ -181,6 +184,7 @@ class IntEGGROLL(PopulationStrategy):
         leaf_rule: Any = None,
         chunk_size: int | None = None,
         eval_batch_size: int | None = None,
+        mesh: jax.sharding.Mesh | None = None,
     ):
         super().__init__(
             population_size,
@@ -188,6 +192,7 @@ class IntEGGROLL(PopulationStrategy):
             noise_reuse=noise_reuse,
             leaf_rule=leaf_rule,
             eval_batch_size=eval_batch_size,
+            mesh=mesh,
         )
         check_positive_int("rank", rank)
         check_positive_int("sigma_shift", sigma_shift, 0)

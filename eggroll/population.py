@@ -14,7 +14,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from eggroll import noise
+from eggroll import distributed, noise
 from eggroll.leaves import LeafRule, LeafSpec, default_rule, leaf_specs, resolve_rule
 from eggroll.nn import materialize
 
@@ -62,6 +62,9 @@ class PopulationStrategy(abc.ABC):
       leaf_rule: which leaves are ``"lowrank"``, ``"full"`` or ``"frozen"``
         (see :mod:`eggroll.leaves`).
       eval_batch_size: members evaluated at once by ``evaluate`` (``None``: all, one vmap).
+      mesh: devices the population is split over (see :mod:`eggroll.distributed`); default:
+        every device when there are several, nothing to do on one. ``population_size`` must
+        be a multiple of the device count.
 
     The state must have fields ``params``, ``key`` (typed JAX key) and ``generation``.
     """
@@ -78,6 +81,7 @@ class PopulationStrategy(abc.ABC):
         noise_reuse: int = 1,
         leaf_rule: LeafRule = None,
         eval_batch_size: int | None = None,
+        mesh: jax.sharding.Mesh | None = None,
     ):
         check_positive_int("population_size", population_size, 2)
         if antithetic and population_size % 2:
@@ -95,6 +99,11 @@ class PopulationStrategy(abc.ABC):
         self._rule = resolve_rule(leaf_rule, self._default_rule)
         self.eval_batch_size = eval_batch_size
         self.num_draws = population_size // 2 if self.antithetic else population_size
+        if mesh is None and jax.device_count() > 1:
+            mesh = distributed.population_mesh()
+        if mesh is not None:
+            distributed.check_divisible(population_size, mesh)
+        self.mesh = mesh
         self._evaluate_jit = jax.jit(self._evaluate, static_argnums=(1, 2, 3))
 
     def config(self) -> dict[str, Any]:
@@ -191,6 +200,9 @@ class PopulationStrategy(abc.ABC):
             return score.astype(self.score_dtype), aux
 
         members = jnp.arange(self.population_size, dtype=jnp.int32)
+        if self.mesh is not None:  # split members (and their data) over devices
+            sharding = distributed.member_sharding(self.mesh)
+            members, mapped = jax.lax.with_sharding_constraint((members, mapped), sharding)
         if self.eval_batch_size is None:
             scores, aux = jax.vmap(one)(members, mapped)
         else:

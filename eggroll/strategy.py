@@ -76,6 +76,7 @@ class Strategy(PopulationStrategy):
       chunk_size: noise draws per chunk of the estimator (must divide the number of draws,
         N/2 with antithetic sampling, else N); ``None`` picks one within a memory budget.
       eval_batch_size: members evaluated at once by ``evaluate`` (``None``: all, one vmap).
+      mesh: devices the population is split over (default: all of them).
     """
 
     name = "Strategy"
@@ -92,6 +93,7 @@ class Strategy(PopulationStrategy):
         leaf_rule: LeafRule = None,
         chunk_size: int | None = None,
         eval_batch_size: int | None = None,
+        mesh: jax.sharding.Mesh | None = None,
     ):
         super().__init__(
             population_size,
@@ -99,6 +101,7 @@ class Strategy(PopulationStrategy):
             noise_reuse=noise_reuse,
             leaf_rule=leaf_rule,
             eval_batch_size=eval_batch_size,
+            mesh=mesh,
         )
         if callable(sigma):
             self._sigma_schedule = sigma

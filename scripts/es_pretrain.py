@@ -50,7 +50,7 @@ class PretrainConfig:
     data: str = arg("stdlib", "'stdlib', a text file, a folder, or hf:NAME")
     run_dir: str = arg("", "run folder (default: runs/pretrain-<date>-<time>)")
     resume: bool = arg(False, "continue the run in --run-dir from its checkpoint")
-    width: int = arg(128, "model width d")
+    width: int = arg(64, "model width d")
     layers: int = arg(2, "number of blocks")
     population: int = arg(512, "population size N (a multiple of --group-size)")
     group_size: int = arg(2, "members sharing one data stream (even: antithetic pairs)")
@@ -58,16 +58,16 @@ class PretrainConfig:
     rank: int = arg(1, "rank of each member's perturbation")
     sigma_shift: int = arg(4, "perturbation scale σ = 2^-sigma_shift")
     alpha: float = arg(1.0, "initial fraction of weights moved by chance per step")
-    alpha_decay: float = arg(0.015, "alpha_t = alpha / (alpha_decay * t + 1)")
+    alpha_decay: float = arg(0.005, "alpha_t = alpha / (alpha_decay * t + 1)")
     noise_reuse: int = arg(1, "generations that share one noise draw")
     noise: str = arg("table", "int8 noise source: 'table' (seed-made int8 table) or 'keys'")
-    steps: int = arg(600, "training steps (generations)")
+    steps: int = arg(1200, "training steps (generations)")
     minutes: float = arg(0.0, "stop after this many minutes of training (0: no limit)")
-    valid_every: int = arg(100, "steps between validations")
+    valid_every: int = arg(200, "steps between validations")
     valid_bytes: int = arg(1 << 17, "validation bytes for periodic checks")
     final_valid_bytes: int = arg(1 << 20, "validation bytes for the final number (0: all)")
     valid_streams: int = arg(64, "parallel streams for validation")
-    checkpoint_every: int = arg(200, "steps between checkpoints (and at the end)")
+    checkpoint_every: int = arg(400, "steps between checkpoints (and at the end)")
     log_every: int = arg(10, "steps between progress/metrics updates")
     seed: int = arg(0, "seed for parameters, noise and data streams")
     progress: bool = arg(True, "show a progress bar")
@@ -170,16 +170,27 @@ def validate(params: Any, corpus: text.Corpus, cfg: PretrainConfig, max_bytes: i
     return total / BITS_SCALE / count
 
 
-def inference_throughput(
-    params: Any, tokens: jax.Array, resets: jax.Array, hidden: jax.Array, repeats: int = 5
-) -> float:
-    """Tokens/s of plain batched inference (unperturbed model, same tokens as one step)."""
+def side_by_side(
+    train_step, state, hidden, tokens, resets, group_size: int, repeats: int = 7
+) -> tuple[float, float]:
+    """Tokens/s of a full training step and of plain batched inference (the unperturbed model
+    on the same member tokens), timed alternately in one loop; medians of ``repeats``.
+
+    The training steps run on copies: the run's state is not advanced."""
+    member_tokens = jnp.repeat(tokens, group_size, axis=0)
+    member_resets = jnp.repeat(resets, group_size, axis=0)
     forward = jax.jit(jax.vmap(egg_model.loss_bits, in_axes=(None, 0, 0, 0)))
-    jax.block_until_ready(forward(params, tokens, resets, hidden))
-    start = time.perf_counter()
+    train = lambda: train_step(state, hidden, tokens, resets)  # noqa: E731
+    infer = lambda: forward(state.params, member_tokens, member_resets, hidden)  # noqa: E731
+    jax.block_until_ready((train(), infer()))
+    train_times, infer_times = [], []
     for _ in range(repeats):
-        jax.block_until_ready(forward(params, tokens, resets, hidden))
-    return repeats * resets.size / (time.perf_counter() - start)
+        for fn, times in ((train, train_times), (infer, infer_times)):
+            start = time.perf_counter()
+            jax.block_until_ready(fn())
+            times.append(time.perf_counter() - start)
+    count = member_resets.size
+    return count / float(np.median(train_times)), count / float(np.median(infer_times))
 
 
 def run(cfg: PretrainConfig) -> dict[str, Any]:
@@ -193,10 +204,10 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
         )
     if cfg.resume and not checkpoint_path.exists():
         raise SystemExit(f"--resume: no checkpoint at {checkpoint_path}")
-    run_dir.mkdir(parents=True, exist_ok=True)
     say = tqdm.write if cfg.progress else print
-
+    es = make_strategy(cfg)  # rejects a bad configuration before any data or compile
     corpus = text.load_corpus(None if cfg.data == "stdlib" else cfg.data)
+    run_dir.mkdir(parents=True, exist_ok=True)
     base = text.baselines(corpus)
     (run_dir / "baselines.json").write_text(json.dumps(base))
     say(
@@ -206,7 +217,6 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
     )
 
     model_config = egg_model.EggConfig(cfg.width, cfg.layers)
-    es = make_strategy(cfg)
     state = es.init(
         jax.random.key(cfg.seed), egg_model.init_params(jax.random.key(cfg.seed + 1), model_config)
     )
@@ -313,10 +323,10 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
     )
     records = read_jsonl(log.path)
     recent = [r["train_bits_per_byte"] for r in records if "train_bits_per_byte" in r][-10:]
-    tokens, resets = streams.next_batch()
-    probe_tokens = jnp.repeat(jnp.asarray(tokens), cfg.group_size, axis=0)
-    probe_resets = jnp.repeat(jnp.asarray(resets), cfg.group_size, axis=0)
-    inference = inference_throughput(state.params, probe_tokens, probe_resets, hidden)
+    probe = streams.next_batch()  # a fresh batch: the saved stream position is untouched
+    step_speed, inference = side_by_side(
+        train_step, state, hidden, jnp.asarray(probe[0]), jnp.asarray(probe[1]), cfg.group_size
+    )
     training = cfg.population * cfg.seq_len * timed_steps / max(train_seconds, 1e-9)
     summary = {
         "valid_bits_per_byte": round(final_valid, 4),
@@ -324,7 +334,8 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
         "baselines": {k: round(v, 4) for k, v in base.items()},
         "tokens_per_second": round(training, 1),
         "inference_tokens_per_second": round(inference, 1),
-        "training_vs_inference": round(training / inference, 3),
+        "step_tokens_per_second": round(step_speed, 1),
+        "training_vs_inference": round(step_speed / inference, 3),
         "wall_seconds": None,
         "train_seconds": round(train_seconds, 2),
         "steps": step,
