@@ -34,13 +34,13 @@ from common import (
     truncate_jsonl,
     write_summary,
 )
-from eggroll.envs import text
-from eggroll.models import egg as egg_model
 from tqdm import tqdm
 
 import eggroll as egg
 from eggroll import integer
+from eggroll.envs import text
 from eggroll.intmath import BITS_SCALE
+from eggroll.models import egg as egg_model
 
 CHECKPOINT = "checkpoint.msgpack"
 

@@ -64,12 +64,52 @@ def plot_pretrain(run_dir: Path, out: Path | None = None) -> Path:
     return out
 
 
+def plot_rl(run_dir: Path, out: Path | None = None) -> Path:
+    """Evaluation return (mean ± std over 32 episodes) and population mean fitness against
+    environment steps."""
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    evals = [r for r in records if r.get("eval_return") is not None]
+    train = [r for r in records if r.get("fitness_mean") is not None]
+    if not records:
+        raise ValueError(f"{run_dir / 'metrics.jsonl'} has no records to plot")
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    ax.plot(
+        [r["env_steps"] for r in train],
+        [r["fitness_mean"] for r in train],
+        lw=1,
+        alpha=0.6,
+        label="population mean return",
+    )
+    steps = [r["env_steps"] for r in evals]
+    mean = [r["eval_return"] for r in evals]
+    std = [r.get("eval_return_std") or 0.0 for r in evals]
+    ax.plot(steps, mean, "o-", lw=2, label="mean policy (32 episodes)")
+    ax.fill_between(
+        steps,
+        [m - s for m, s in zip(mean, std, strict=True)],
+        [m + s for m, s in zip(mean, std, strict=True)],
+        alpha=0.2,
+    )
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("return")
+    ax.set_title(run_dir.name)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out = out or run_dir / "curve.png"
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    print(plot_pretrain(args.run_dir, args.out))
+    records = read_jsonl(args.run_dir / "metrics.jsonl")
+    is_rl = any("eval_return" in r or "env_steps" in r for r in records)
+    print((plot_rl if is_rl else plot_pretrain)(args.run_dir, args.out))
 
 
 if __name__ == "__main__":

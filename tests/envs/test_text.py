@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from eggroll.envs import text
 from eggroll.envs.text import Corpus, TextStreams, baselines, load_corpus, validation_batches
 

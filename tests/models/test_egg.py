@@ -6,10 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from eggroll.models import egg
 
 from eggroll import integer
 from eggroll.intmath import BITS_SCALE
+from eggroll.models import egg
 
 CONFIG = egg.EggConfig(width=32, layers=2)
 

@@ -1,0 +1,200 @@
+"""gymnax environments as ES fitness: fixed-length masked rollouts, vmapped over episodes.
+
+An episode is a ``lax.scan`` of ``max_steps`` environment steps. gymnax 1.0 returns
+``terminated`` and ``truncated`` separately and auto-resets when either is set; the rollout
+keeps an ``alive`` mask that drops to 0 at the first ``terminated | truncated``, so rewards of
+the auto-reset continuation are never counted. Observations are flattened; optional running
+normalisation uses statistics that live in the training state (and its checkpoints).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+Policy = Callable[[Any, Array], Array]  # (params, normalised obs (obs_size,)) -> outputs
+
+
+def _gymnax():
+    try:
+        import gymnax
+    except ImportError as err:  # optional extra
+        raise ImportError("RL needs gymnax: pip install -e '.[rl]' (gymnax and six)") from err
+    return gymnax
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Task:
+    """A gymnax environment with what a policy needs to know about it."""
+
+    env_id: str
+    env: Any
+    env_params: Any
+    obs_size: int
+    discrete: bool
+    action_size: int  # number of actions (discrete) or action dimensions (continuous)
+    low: np.ndarray | None
+    high: np.ndarray | None
+    max_steps: int
+
+
+def make_task(env_id: str, max_steps: int | None = None) -> Task:
+    """Build a :class:`Task` for any gymnax environment id (``gymnax.registered_envs``)."""
+    gymnax = _gymnax()
+    if env_id not in gymnax.registered_envs:
+        close = [e for e in gymnax.registered_envs if env_id.lower() in e.lower()]
+        raise ValueError(
+            f"unknown gymnax environment {env_id!r}"
+            + (f"; did you mean {close}?" if close else f"; choose from {gymnax.registered_envs}")
+        )
+    env, env_params = gymnax.make(env_id)
+    obs_shape = env.observation_space(env_params).shape
+    space = env.action_space(env_params)
+    discrete = hasattr(space, "n")
+    if discrete:
+        action_size, low, high = int(space.n), None, None
+    else:
+        action_size = int(np.prod(space.shape))
+        low = np.broadcast_to(np.asarray(space.low, np.float32), space.shape).reshape(-1)
+        high = np.broadcast_to(np.asarray(space.high, np.float32), space.shape).reshape(-1)
+    limit = int(getattr(env_params, "max_steps_in_episode", 1000))
+    if max_steps is not None:
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be ≥ 1, got {max_steps}")
+        limit = min(limit, max_steps)
+    return Task(
+        env_id, env, env_params, int(np.prod(obs_shape)), discrete, action_size, low, high, limit
+    )
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class ObsStats:
+    """Running mean/variance of observations (Chan et al. merge): ``count ()``, ``mean``,
+    ``m2`` (sum of squared deviations), both ``(obs_size,)``, float32."""
+
+    count: Array
+    mean: Array
+    m2: Array
+
+    @staticmethod
+    def create(obs_size: int) -> ObsStats:
+        return ObsStats(jnp.zeros(()), jnp.zeros(obs_size), jnp.zeros(obs_size))
+
+    def normalise(self, obs: Array) -> Array:
+        """``(obs − mean)/std``, clipped to ±5; identity until anything was counted."""
+        var = jnp.where(self.count > 1, self.m2 / jnp.maximum(self.count, 1.0), 1.0)
+        out = (obs - self.mean) / jnp.sqrt(var + 1e-8)
+        return jnp.clip(out, -5.0, 5.0)
+
+    def merge(self, count: Array, total: Array, total_sq: Array) -> ObsStats:
+        """Fold in a batch given by its count, sum and sum of squares."""
+        count = jnp.asarray(count, jnp.float32)
+        batch_mean = total / jnp.maximum(count, 1.0)
+        batch_m2 = jnp.maximum(total_sq - count * batch_mean**2, 0.0)
+        new_count = self.count + count
+        delta = batch_mean - self.mean
+        mean = self.mean + delta * count / jnp.maximum(new_count, 1.0)
+        m2 = self.m2 + batch_m2 + delta**2 * self.count * count / jnp.maximum(new_count, 1.0)
+        keep = count > 0
+        return ObsStats(
+            jnp.where(keep, new_count, self.count),
+            jnp.where(keep, mean, self.mean),
+            jnp.where(keep, m2, self.m2),
+        )
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Episode:
+    """Result of one masked rollout: ``ret`` (sum of rewards while alive), ``length`` (valid
+    steps), and the observation sums for normalisation statistics."""
+
+    ret: Array
+    length: Array
+    obs_sum: Array
+    obs_sq: Array
+
+
+def to_action(task: Task, outputs: Array, key: Array, sample: bool, squash: bool) -> Array:
+    """Policy outputs → an environment action.
+
+    Discrete: ``argmax`` of the logits (or a categorical sample when ``sample``). Continuous:
+    ``tanh`` squashed onto ``[low, high]`` when ``squash``, else clipped to the bounds.
+    """
+    if task.discrete:
+        if sample:
+            return jax.random.categorical(key, outputs)
+        return jnp.argmax(outputs)
+    low, high = jnp.asarray(task.low), jnp.asarray(task.high)
+    if squash:
+        action = low + (jnp.tanh(outputs) + 1.0) * 0.5 * (high - low)
+    else:
+        action = jnp.clip(outputs, low, high)
+    return action.reshape(task.env.action_space(task.env_params).shape)
+
+
+def rollout(
+    task: Task,
+    policy: Policy,
+    params: Any,
+    key: Array,
+    stats: ObsStats,
+    *,
+    normalise: bool = True,
+    sample: bool = False,
+    squash: bool = True,
+) -> Episode:
+    """One episode of at most ``task.max_steps`` steps as a fixed-length masked ``lax.scan``."""
+    reset_key, run_key = jax.random.split(key)
+    obs, env_state = task.env.reset(reset_key, task.env_params)
+
+    def step(carry, step_key):
+        obs, env_state, alive, ret, length, obs_sum, obs_sq = carry
+        flat = jnp.ravel(obs).astype(jnp.float32)
+        obs_sum = obs_sum + alive * flat
+        obs_sq = obs_sq + alive * flat**2
+        x = stats.normalise(flat) if normalise else flat
+        act_key, env_key = jax.random.split(step_key)
+        action = to_action(task, policy(params, x), act_key, sample, squash)
+        obs, env_state, reward, terminated, truncated, _ = task.env.step(
+            env_key, env_state, action, task.env_params
+        )
+        ret = ret + alive * reward.astype(jnp.float32)
+        length = length + alive
+        alive = alive * (1.0 - jnp.logical_or(terminated, truncated).astype(jnp.float32))
+        return (obs, env_state, alive, ret, length, obs_sum, obs_sq), None
+
+    zeros = jnp.zeros(task.obs_size, jnp.float32)
+    init = (obs, env_state, jnp.ones(()), jnp.zeros(()), jnp.zeros(()), zeros, zeros)
+    keys = jax.random.split(run_key, task.max_steps)
+    (_, _, _, ret, length, obs_sum, obs_sq), _ = jax.lax.scan(step, init, keys)
+    return Episode(ret, length, obs_sum, obs_sq)
+
+
+def episodes(
+    task: Task, policy: Policy, params: Any, keys: Array, stats: ObsStats, **kwargs: Any
+) -> Episode:
+    """``rollout`` vmapped over episode ``keys (K,)``: every field gains a leading ``K`` axis."""
+    return jax.vmap(lambda k: rollout(task, policy, params, k, stats, **kwargs))(keys)
+
+
+def make_fitness(task: Task, policy: Policy, **kwargs: Any):
+    """An ES fitness ``(view, keys (K,), stats) -> (mean return, aux)`` for
+    ``evaluate(..., has_aux=True)``; aux holds summed ``(length, obs_sum, obs_sq)``.
+
+    Build it once and pass the same object every generation (it is a compile-cache key).
+    """
+
+    def fitness(view, keys, stats):
+        eps = episodes(task, policy, view, keys, stats, **kwargs)
+        aux = (jnp.sum(eps.length), jnp.sum(eps.obs_sum, 0), jnp.sum(eps.obs_sq, 0))
+        return jnp.mean(eps.ret), aux
+
+    return fitness
