@@ -23,8 +23,12 @@ def _plain(x: Array, a: Array, out_dtype) -> Array:
 
 
 def _group_size(members: int) -> int:
-    for c in range(min(_GROUP, members), 0, -1):
-        if members % c == 0:
+    """Members per block: divides the members each device holds, so a block never spans
+    devices (which would make the partitioner gather factors across them)."""
+    devices = jax.device_count()
+    local = members // devices if members % devices == 0 else members
+    for c in range(min(_GROUP, local), 0, -1):
+        if local % c == 0:
             return c
     return 1
 

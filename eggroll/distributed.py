@@ -50,3 +50,44 @@ def shard_members(tree: Any, mesh: Mesh) -> Any:
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """Place every leaf of ``tree`` whole on every device of the mesh."""
     return jax.device_put(tree, replicated(mesh))
+
+
+def initialize(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    heartbeat_timeout_seconds: int = 20,
+) -> None:
+    """Join a multi-process JAX job (one process per host, or several on one machine).
+
+    With no arguments JAX's own cluster detection is used (SLURM, Open MPI, …); otherwise all
+    three must be given, e.g. ``initialize("10.0.0.1:1234", 2, 0)``. On CPU the gloo
+    collectives are selected. A peer that stops answering for ``heartbeat_timeout_seconds``
+    makes every other process exit with an error naming the lost task instead of hanging.
+    """
+    given = [coordinator is not None, num_processes is not None, process_id is not None]
+    if any(given) and not all(given):
+        raise ValueError(
+            "multi-process start needs all of coordinator, num_processes and process_id "
+            "(or none of them, for cluster auto-detection)"
+        )
+    if num_processes is not None:
+        if num_processes < 1 or not 0 <= process_id < num_processes:
+            raise ValueError(
+                f"process_id must be in [0, {num_processes}) and num_processes ≥ 1, got "
+                f"process_id={process_id}, num_processes={num_processes}"
+            )
+    # CPU arrays need a collectives backend across processes; GPUs use their own (NCCL).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=coordinator,
+        num_processes=num_processes,
+        process_id=process_id,
+        heartbeat_timeout_seconds=heartbeat_timeout_seconds,
+    )
+
+
+def is_main_process() -> bool:
+    """True on the process that writes logs, checkpoints and summaries (process 0)."""
+    return jax.process_index() == 0

@@ -313,7 +313,7 @@ class IntEGGROLL(PopulationStrategy):
         return self._tell_jit(state, fitness)
 
     def _tell(self, state: IntState, fitness: Array) -> tuple[IntState, dict[str, Array]]:
-        f = fitness.astype(jnp.float32)
+        f = self.gather_scores(fitness).astype(jnp.float32)
         finite = jnp.isfinite(f)
         # A pair with a non-finite member carries no signal.
         pair_ok = finite[0::2] & finite[1::2]

@@ -149,6 +149,16 @@ class PopulationStrategy(abc.ABC):
             out.append(self._perturb(spec, leaf, key, sign, state))
         return jax.tree_util.tree_unflatten(treedef, out)
 
+    def gather_scores(self, fitness: Array) -> Array:
+        """The ``(N,)`` scores replicated on every device: the only data that crosses devices.
+
+        Everything computed from them (shaping, the estimator, the update) then runs
+        identically on every device from the seeds, instead of being split and all-reduced.
+        """
+        if self.mesh is None:
+            return fitness
+        return jax.lax.with_sharding_constraint(fitness, distributed.replicated(self.mesh))
+
     def ask(self, state: Any) -> Population:
         """The population of this generation, for callers that evaluate members themselves."""
         return Population(self, state)

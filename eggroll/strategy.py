@@ -239,7 +239,7 @@ class Strategy(PopulationStrategy):
         """The ascent direction ``ĝ`` (pytree like ``params``, float32), non-finite fraction."""
         specs = self.leaf_specs(state.params)
         leaves, treedef = jax.tree_util.tree_flatten(state.params)
-        weights, nonfinite = self._draw_weights(fitness)
+        weights, nonfinite = self._draw_weights(self.gather_scores(fitness))
         chunk = self._chunk(specs)
         n_chunks = self.num_draws // chunk
         indices = jnp.arange(self.num_draws, dtype=jnp.int32).reshape(n_chunks, chunk)
@@ -272,6 +272,7 @@ class Strategy(PopulationStrategy):
 
     def _tell(self, state: ESState, fitness: Array) -> tuple[ESState, dict[str, Array]]:
         specs = self.leaf_specs(state.params)
+        fitness = self.gather_scores(fitness)
         grads, nonfinite = self.estimate(state, fitness)
         params = state.params
         descent = jax.tree_util.tree_map(
