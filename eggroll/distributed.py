@@ -91,3 +91,41 @@ def initialize(
 def is_main_process() -> bool:
     """True on the process that writes logs, checkpoints and summaries (process 0)."""
     return jax.process_index() == 0
+
+
+def local_rows(total: int) -> slice:
+    """This process's contiguous share of ``total`` rows laid out along the population axis
+    (devices are ordered by process, so process p holds the p-th block)."""
+    count = jax.process_count()
+    if total % count:
+        raise ValueError(f"{total} rows do not split over {count} processes")
+    share = total // count
+    return slice(jax.process_index() * share, (jax.process_index() + 1) * share)
+
+
+def global_from_local(local: Any, total: int, mesh: Mesh | None) -> Any:
+    """A global array of ``total`` rows split over the population axis, built from this
+    process's rows (:func:`local_rows`); on one process the array itself."""
+    if mesh is None or jax.process_count() == 1:
+        return jax.numpy.asarray(local)
+    shape = (total, *np.shape(local)[1:])
+    return jax.make_array_from_process_local_data(member_sharding(mesh), np.asarray(local), shape)
+
+
+def to_host(tree: Any) -> Any:
+    """Every leaf readable by this process: arrays split over processes are gathered.
+
+    A collective in multi-process runs: every process must call it (e.g. before process 0
+    writes a checkpoint)."""
+    if jax.process_count() == 1:
+        return tree
+    from jax.experimental import multihost_utils
+
+    def fetch(leaf):
+        if not isinstance(leaf, jax.Array) or leaf.is_fully_addressable:
+            return leaf
+        if leaf.sharding.is_fully_replicated:
+            return leaf.addressable_data(0)
+        return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+
+    return jax.tree_util.tree_map(fetch, tree)

@@ -578,14 +578,17 @@ class TextStreams:
         """The offset of each stream's next input byte: int64, shape ``(num_streams,)``."""
         return self._positions.copy()
 
-    def next_batch(self) -> tuple[np.ndarray, np.ndarray]:
+    def next_batch(self, rows: slice | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The next ``(tokens, resets)`` and advance every stream by ``seq_len``.
 
         ``tokens``: uint8 ``(num_streams, seq_len + 1)``; inputs are ``tokens[:, :-1]`` and
         targets ``tokens[:, 1:]``, and the last column is the first column of the next batch.
         ``resets``: bool ``(num_streams, seq_len)``, True where input ``t`` starts a document.
+        ``rows`` reads only those streams (a process's share in a multi-process run); every
+        stream still advances, so all processes stay in step.
         """
-        idx = (self._positions[:, None] + self._offsets[None, :]) % self._data.shape[0]
+        positions = self._positions if rows is None else self._positions[rows]
+        idx = (positions[:, None] + self._offsets[None, :]) % self._data.shape[0]
         tokens = np.asarray(self._data[idx], dtype=np.uint8)
         resets = _is_start(self._bits, idx[:, :-1])
         self._positions = (self._positions + self.seq_len) % self._data.shape[0]

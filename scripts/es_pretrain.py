@@ -26,18 +26,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from common import (
+    ClusterFlags,
     JsonlLog,
     arg,
     config_dict,
     parse_config,
     read_jsonl,
+    run_guarded,
+    start_cluster,
     truncate_jsonl,
     write_summary,
 )
 from tqdm import tqdm
 
 import eggroll as egg
-from eggroll import integer
+from eggroll import distributed, integer
 from eggroll.envs import text
 from eggroll.intmath import BITS_SCALE
 from eggroll.models import egg as egg_model
@@ -46,7 +49,7 @@ CHECKPOINT = "checkpoint.msgpack"
 
 
 @dataclasses.dataclass(frozen=True)
-class PretrainConfig:
+class PretrainConfig(ClusterFlags):
     data: str = arg("stdlib", "'stdlib', a text file, a folder, or hf:NAME")
     run_dir: str = arg("", "run folder (default: runs/pretrain-<date>-<time>)")
     resume: bool = arg(False, "continue the run in --run-dir from its checkpoint")
@@ -204,12 +207,15 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
         )
     if cfg.resume and not checkpoint_path.exists():
         raise SystemExit(f"--resume: no checkpoint at {checkpoint_path}")
-    say = tqdm.write if cfg.progress else print
+    main = distributed.is_main_process()  # only process 0 writes and prints
+    progress = cfg.progress and main
+    say = (tqdm.write if progress else print) if main else (lambda *_: None)
     es = make_strategy(cfg)  # rejects a bad configuration before any data or compile
     corpus = text.load_corpus(None if cfg.data == "stdlib" else cfg.data)
-    run_dir.mkdir(parents=True, exist_ok=True)
     base = text.baselines(corpus)
-    (run_dir / "baselines.json").write_text(json.dumps(base))
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "baselines.json").write_text(json.dumps(base))
     say(
         f"corpus {corpus.name}: {len(corpus.train):,} train / {len(corpus.valid):,} valid bytes; "
         + ", ".join(f"{k} {v:.3f}" for k, v in base.items())
@@ -225,7 +231,7 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
         corpus.train, corpus.train_doc_starts, cfg.streams, cfg.seq_len, seed=cfg.seed
     )
     step, train_seconds, timed_steps = 0, 0.0, 0  # timed_* exclude the compiling first step
-    log = JsonlLog(run_dir / "metrics.jsonl")
+    log = JsonlLog(run_dir / "metrics.jsonl", enabled=main)
     fingerprint = {
         **es.config(),
         "width": cfg.width,
@@ -238,15 +244,27 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
         (state, hidden), meta = egg.checkpoint.load(checkpoint_path, (state, hidden), fingerprint)
         streams.load_state_dict(meta["streams"])
         step, train_seconds, timed_steps = meta["step"], meta["train_seconds"], meta["timed_steps"]
-        truncate_jsonl(log.path, lambda r: r.get("step", 0) <= step)
+        if main:
+            truncate_jsonl(log.path, lambda r: r.get("step", 0) <= step)
         say(f"resumed {run_dir} at step {step}")
-    else:
+    elif main:
         log.path.unlink(missing_ok=True)
+    rows = distributed.local_rows(cfg.streams)  # this process reads only its own streams
+
+    def batch():
+        tokens, resets = streams.next_batch(rows)
+        return (
+            distributed.global_from_local(tokens, cfg.streams, es.mesh),
+            distributed.global_from_local(resets, cfg.streams, es.mesh),
+        )
 
     def save_checkpoint():
+        host_state = distributed.to_host((state, hidden))  # a collective: every process calls
+        if not main:
+            return
         egg.checkpoint.save(
             checkpoint_path,
-            (state, hidden),
+            host_state,
             fingerprint,
             {
                 "step": step,
@@ -267,8 +285,8 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
     segment_start = None  # wall clock of training since the last sync (compile excluded)
     deadline = time.perf_counter() + 60 * cfg.minutes if cfg.minutes else None
     while step < cfg.steps and (deadline is None or time.perf_counter() < deadline):
-        tokens, resets = streams.next_batch()
-        state, hidden, info = train_step(state, hidden, jnp.asarray(tokens), jnp.asarray(resets))
+        tokens, resets = batch()
+        state, hidden, info = train_step(state, hidden, tokens, resets)
         step += 1
         pending.append((step, info))
         if segment_start is None:  # the first step compiles: keep it out of the throughput
@@ -323,10 +341,8 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
     )
     records = read_jsonl(log.path)
     recent = [r["train_bits_per_byte"] for r in records if "train_bits_per_byte" in r][-10:]
-    probe = streams.next_batch()  # a fresh batch: the saved stream position is untouched
-    step_speed, inference = side_by_side(
-        train_step, state, hidden, jnp.asarray(probe[0]), jnp.asarray(probe[1]), cfg.group_size
-    )
+    probe = batch()  # a fresh batch: the saved stream position is untouched
+    step_speed, inference = side_by_side(train_step, state, hidden, *probe, cfg.group_size)
     training = cfg.population * cfg.seq_len * timed_steps / max(train_seconds, 1e-9)
     summary = {
         "valid_bits_per_byte": round(final_valid, 4),
@@ -345,21 +361,24 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
         "run_dir": str(run_dir),
         "devices": jax.device_count(),
     }
-    try:
-        from plot import plot_pretrain
+    if main:
+        try:
+            from plot import plot_pretrain
 
-        summary["curve"] = str(plot_pretrain(run_dir))
-    except Exception as err:  # a missing plot must not lose the run's numbers
-        say(f"plotting failed: {err}")
+            summary["curve"] = str(plot_pretrain(run_dir))
+        except Exception as err:  # a missing plot must not lose the run's numbers
+            say(f"plotting failed: {err}")
     return summary
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     cfg = parse_config(PretrainConfig, argv, __doc__.splitlines()[0])
-    summary = run(cfg)
+    start_cluster(cfg)
+    summary = run_guarded(lambda: run(cfg))
     summary["wall_seconds"] = round(time.perf_counter() - started, 2)
-    print(write_summary(Path(summary["run_dir"]), summary), flush=True)
+    if distributed.is_main_process():
+        print(write_summary(Path(summary["run_dir"]), summary), flush=True)
     return summary
 
 

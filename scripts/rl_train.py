@@ -21,10 +21,21 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
-from common import JsonlLog, arg, config_dict, parse_config, truncate_jsonl, write_summary
+from common import (
+    ClusterFlags,
+    JsonlLog,
+    arg,
+    config_dict,
+    parse_config,
+    run_guarded,
+    start_cluster,
+    truncate_jsonl,
+    write_summary,
+)
 from tqdm import tqdm
 
 import eggroll as egg
+from eggroll import distributed
 from eggroll.envs import rl
 from eggroll.models import mlp
 
@@ -78,7 +89,7 @@ SHAPINGS = {
 
 
 @dataclasses.dataclass(frozen=True)
-class RLConfig:
+class RLConfig(ClusterFlags):
     env: str = arg("CartPole-v1", "gymnax environment id")
     strategy: str = arg("eggroll", "eggroll or openes")
     run_dir: str = arg("", "run folder (default: runs/rl-<env>-<strategy>-<date>-<time>)")
@@ -166,8 +177,11 @@ def run(cfg: RLConfig) -> dict[str, Any]:
         )
     if cfg.resume and not checkpoint_path.exists():
         raise SystemExit(f"--resume: no checkpoint at {checkpoint_path}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    say = tqdm.write if cfg.progress else print
+    main = distributed.is_main_process()  # only process 0 writes and prints
+    progress = cfg.progress and main
+    say = (tqdm.write if progress else print) if main else (lambda *_: None)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
 
     config = mlp.MLPConfig(hp["hidden"], cfg.activation)
     policy = functools.partial(mlp.apply, activation=cfg.activation)
@@ -208,20 +222,24 @@ def run(cfg: RLConfig) -> dict[str, Any]:
         "episodes": episodes,
         "normalise": cfg.normalise,
     }
-    log = JsonlLog(run_dir / "metrics.jsonl")
+    log = JsonlLog(run_dir / "metrics.jsonl", enabled=main)
     env_steps, train_seconds, gen = 0, 0.0, 0
     if cfg.resume:
         (state, stats), meta = egg.checkpoint.load(checkpoint_path, (state, stats), fingerprint)
         env_steps, train_seconds, gen = meta["env_steps"], meta["train_seconds"], meta["gen"]
-        truncate_jsonl(log.path, lambda r: r.get("generation", 0) <= gen)
+        if main:
+            truncate_jsonl(log.path, lambda r: r.get("generation", 0) <= gen)
         say(f"resumed {run_dir} at generation {gen}")
-    else:
+    elif main:
         log.path.unlink(missing_ok=True)
 
     def save():
+        host_state = distributed.to_host((state, stats))  # a collective: every process calls
+        if not main:
+            return
         egg.checkpoint.save(
             checkpoint_path,
-            (state, stats),
+            host_state,
             fingerprint,
             {
                 "gen": gen,
@@ -236,7 +254,7 @@ def run(cfg: RLConfig) -> dict[str, Any]:
     generation = generation.lower(state, stats).compile()
     compile_seconds = time.perf_counter() - compile_start
     budget = int(hp["generations"])
-    bar = tqdm(total=budget, initial=gen, disable=not cfg.progress, unit="gen", dynamic_ncols=True)
+    bar = tqdm(total=budget, initial=gen, disable=not progress, unit="gen", dynamic_ncols=True)
     eval_return, eval_std, reached_at = float("nan"), float("nan"), None
     started = time.perf_counter()
     while gen < budget:
@@ -300,12 +318,13 @@ def run(cfg: RLConfig) -> dict[str, Any]:
         "hyperparameters": {**hp, "hidden": list(hp["hidden"])},
         "run_dir": str(run_dir),
     }
-    try:
-        from plot import plot_rl
+    if main:
+        try:
+            from plot import plot_rl
 
-        summary["curve"] = str(plot_rl(run_dir))
-    except Exception as err:  # a missing plot must not lose the run's numbers
-        say(f"plotting failed: {err}")
+            summary["curve"] = str(plot_rl(run_dir))
+        except Exception as err:  # a missing plot must not lose the run's numbers
+            say(f"plotting failed: {err}")
     return summary
 
 
@@ -315,8 +334,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cfg.resolved()
     except ValueError as err:
         raise SystemExit(f"rl_train.py: {err}") from None
-    summary = run(cfg)
-    print(write_summary(Path(summary["run_dir"]), summary), flush=True)
+    start_cluster(cfg)
+    summary = run_guarded(lambda: run(cfg))
+    if distributed.is_main_process():
+        print(write_summary(Path(summary["run_dir"]), summary), flush=True)
     return summary
 
 

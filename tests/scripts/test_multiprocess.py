@@ -1,0 +1,139 @@
+"""es_pretrain.py as two processes on 127.0.0.1 (jax.distributed, gloo): same parameters as
+one process, only process 0 writes, and a killed peer makes the survivor exit promptly."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import eggroll as egg
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "es_pretrain.py"
+TINY = [
+    "--width",
+    "16",
+    "--layers",
+    "1",
+    "--population",
+    "16",
+    "--seq-len",
+    "12",
+    "--valid-every",
+    "4",
+    "--valid-bytes",
+    "2048",
+    "--final-valid-bytes",
+    "4096",
+    "--valid-streams",
+    "4",
+    "--log-every",
+    "2",
+    "--no-progress",
+    "--checkpoint-every",
+    "4",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mp")
+    rng = np.random.default_rng(1)
+    words = [b"alpha ", b"beta ", b"gamma ", b"delta\n", b"(x) ", b"= 1; "]
+    (root / "data.txt").write_bytes(b"".join(words[i] for i in rng.integers(0, 6, 20000)))
+    return root
+
+
+def _env(tmp: Path) -> dict:
+    return dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        EGGROLL_CACHE=str(tmp / "cache"),
+        XLA_FLAGS="--xla_force_host_platform_device_count=1",
+    )
+
+
+def _launch(corpus, run_dir, steps, port, pid, **kw):
+    args = [
+        sys.executable,
+        str(SCRIPT),
+        "--data",
+        str(corpus / "data.txt"),
+        *TINY,
+        "--steps",
+        str(steps),
+        "--run-dir",
+        str(run_dir),
+    ]
+    if pid is not None:
+        args += [
+            "--coordinator",
+            f"127.0.0.1:{port}",
+            "--num-processes",
+            "2",
+            "--process-id",
+            str(pid),
+        ]
+    return subprocess.Popen(
+        args, env=_env(corpus), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw
+    )
+
+
+def _params(run_dir):
+    doc = egg.checkpoint.read(run_dir / "checkpoint.msgpack")
+    return {leaf["path"]: leaf["data"] for leaf in doc["leaves"] if "params" in leaf["path"]}
+
+
+def test_two_processes_match_one_process_bitwise(corpus, tmp_path):
+    single = _launch(corpus, tmp_path / "single", 6, None, None)
+    out, err = single.communicate(timeout=300)
+    assert single.returncode == 0, err
+    port = free_port()
+    procs = [_launch(corpus, tmp_path / "multi", 6, port, pid) for pid in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for proc, (_, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err
+    summaries = [[x for x in out.splitlines() if x.startswith("{")] for out, _ in outputs]
+    assert len(summaries[0]) == 1 and not summaries[1]  # only process 0 prints the summary
+    a, b = _params(tmp_path / "single"), _params(tmp_path / "multi")
+    assert a.keys() == b.keys() and a
+    for path in a:
+        assert a[path] == b[path], path
+
+
+def test_killed_peer_makes_the_survivor_exit_with_a_message(corpus, tmp_path):
+    port = free_port()
+    run_dir = tmp_path / "run"
+    procs = [
+        _launch(corpus, run_dir, 100_000, port, pid, start_new_session=True) for pid in range(2)
+    ]
+    try:
+        deadline = time.time() + 240
+        metrics = run_dir / "metrics.jsonl"
+        while time.time() < deadline and not (metrics.exists() and metrics.stat().st_size):
+            time.sleep(0.5)
+        assert metrics.exists(), "training never started"
+        os.killpg(procs[1].pid, signal.SIGKILL)
+        killed_at = time.time()
+        _, err = procs[0].communicate(timeout=120)
+        elapsed = time.time() - killed_at
+        assert procs[0].returncode not in (0, None)
+        assert elapsed < 60, elapsed
+        assert "lost contact with a peer process" in err, err[-2000:]
+        assert "127.0.0.1" in err or "task 1" in err.lower(), err[-2000:]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
