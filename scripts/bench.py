@@ -3,6 +3,9 @@
     python scripts/bench.py lowrank-vs-naive [--widths 256 1024] [--population 1024] [--rank 1]
     python scripts/bench.py int-noise          # integer noise: threefry keys vs seed-made table
     python scripts/bench.py member-project     # x @ A_i under vmap: batched dot vs block GEMM
+    python scripts/bench.py vs-inference       # training as a share of inference throughput
+    python scripts/bench.py scaling            # time per generation vs population and width
+    python scripts/bench.py vs-evosax          # CartPole: evosax Open_ES vs ours (extra: bench)
 
 Results go to ``results/<subcommand>.json`` (ignored by git); docs/BENCHMARKS.md records them
 with the command that produced them.
@@ -204,6 +207,256 @@ def member_project(args: argparse.Namespace) -> dict:
     }
 
 
+def vs_inference(args: argparse.Namespace) -> dict:
+    """Training throughput (perturbed forward + update) as a share of plain batched inference
+    of the same model on the same inputs, timed alternately in one loop."""
+    from eggroll import integer
+    from eggroll.models import mlp
+
+    rows = []
+
+    def paired(train, infer, repeats):
+        jax.block_until_ready((train(), infer()))
+        t_train, t_infer = [], []
+        for _ in range(repeats):
+            for fn, times in ((train, t_train), (infer, t_infer)):
+                start = time.perf_counter()
+                jax.block_until_ready(fn())
+                times.append(time.perf_counter() - start)
+        return statistics.median(t_train), statistics.median(t_infer)
+
+    # MLP policy, the paper's 3 × 256, one observation per member.
+    config = mlp.MLPConfig((256, 256, 256))
+    params = mlp.init_params(jax.random.key(0), 64, 8, config)
+    obs = jax.random.normal(jax.random.key(1), (args.population, 64))
+    es = egg.EGGROLL(args.population, sigma=0.05, rank=1, optimizer=optax.sgd(1e-3))
+    state = es.init(jax.random.key(2), params)
+    fitness = lambda view, x: jnp.sum(mlp.apply(view, x))  # noqa: E731
+    train = jax.jit(lambda s: es.step(s, fitness, obs, in_axes=0)[0])
+    infer = jax.jit(jax.vmap(lambda x: jnp.sum(mlp.apply(params, x))))
+    t_train, t_infer = paired(lambda: train(state), lambda: infer(obs), args.repeats)
+    rows.append(
+        {
+            "model": "MLP 3x256 policy",
+            "members": args.population,
+            "tokens_per_member": 1,
+            "train_ms": round(1e3 * t_train, 2),
+            "inference_ms": round(1e3 * t_infer, 2),
+            "percent_of_inference": round(100 * t_infer / t_train, 1),
+        }
+    )
+
+    # EGG int8 LM, 100 tokens per member.
+    for width in args.egg_widths:
+        egg_model, p, tokens, resets, hidden = _egg_setup(args.egg_population, width, 2, 100)
+        ies = integer.IntEGGROLL(args.egg_population, rank=1)
+        istate = ies.init(jax.random.key(1), p)
+
+        def generation(
+            st, ies=ies, tokens=tokens, resets=resets, hidden=hidden, fitness=egg_model.fitness
+        ):
+            scores, _ = ies.evaluate(st, fitness, tokens, resets, hidden, in_axes=0, has_aux=True)
+            return ies.tell(st, scores)[0]
+
+        step = jax.jit(generation)
+        forward = jax.jit(jax.vmap(egg_model.loss_bits, in_axes=(None, 0, 0, 0)))
+        t_train, t_infer = paired(
+            lambda step=step, istate=istate: step(istate),
+            lambda forward=forward, p=p, tokens=tokens, resets=resets, hidden=hidden: forward(
+                p, tokens, resets, hidden
+            ),
+            args.repeats,
+        )
+        rows.append(
+            {
+                "model": f"EGG int8 LM d={width} L=2",
+                "members": args.egg_population,
+                "tokens_per_member": 100,
+                "train_ms": round(1e3 * t_train, 2),
+                "inference_ms": round(1e3 * t_infer, 2),
+                "percent_of_inference": round(100 * t_infer / t_train, 1),
+            }
+        )
+    for row in rows:
+        print(
+            f"{row['model']:24s} N={row['members']:5d}  train {row['train_ms']:9.2f} ms  "
+            f"inference {row['inference_ms']:9.2f} ms  {row['percent_of_inference']:5.1f}%",
+            flush=True,
+        )
+    return {"benchmark": "vs-inference", "machine": machine_info(), "rows": rows}
+
+
+def scaling(args: argparse.Namespace) -> dict:
+    """EGGROLL time per generation (one dense layer) against population and against width,
+    with log-log fitted exponents."""
+    import numpy as np
+
+    def fit(xs, ts):
+        return float(np.polyfit(np.log(xs), np.log(ts), 1)[0])
+
+    by_pop = []
+    for n in args.populations:
+        es = egg.EGGROLL(n, sigma=0.01, rank=1, optimizer=optax.sgd(0.0))
+        by_pop.append(generation_seconds(es, args.width, args.repeats))
+    by_width = []
+    for w in args.widths:
+        es = egg.EGGROLL(args.population, sigma=0.01, rank=1, optimizer=optax.sgd(0.0))
+        by_width.append(generation_seconds(es, w, args.repeats))
+    result = {
+        "benchmark": "scaling",
+        "machine": machine_info(),
+        "population_sweep": {
+            "width": args.width,
+            "populations": args.populations,
+            "ms": [round(1e3 * t, 3) for t in by_pop],
+            "exponent": round(fit(args.populations, by_pop), 3),
+        },
+        "width_sweep": {
+            "population": args.population,
+            "widths": args.widths,
+            "ms": [round(1e3 * t, 3) for t in by_width],
+            "exponent": round(fit(args.widths, by_width), 3),
+        },
+    }
+    for key in ("population_sweep", "width_sweep"):
+        print(key, json.dumps(result[key]), flush=True)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=110)
+        for ax, xs, ts, label in (
+            (axes[0], args.populations, by_pop, "population"),
+            (axes[1], args.widths, by_width, "width"),
+        ):
+            ax.loglog(xs, [1e3 * t for t in ts], "o-")
+            ax.set_xlabel(label)
+            ax.set_ylabel("ms / generation")
+            ax.set_title(f"exponent {fit(xs, ts):.2f}")
+            ax.grid(alpha=0.3, which="both")
+        fig.tight_layout()
+        RESULTS.mkdir(exist_ok=True)
+        fig.savefig(RESULTS / "scaling.png")
+        plt.close(fig)
+    except ImportError:
+        pass
+    return result
+
+
+def vs_evosax(args: argparse.Namespace) -> dict:
+    """CartPole-v1 with the same policy, population, episodes, σ and optimiser through evosax's
+    Open_ES and through our EGGROLL and OpenES: time per generation and time to 475."""
+    import functools
+
+    from evosax.algorithms import Open_ES
+
+    from eggroll.envs import rl
+    from eggroll.models import mlp
+
+    task = rl.make_task("CartPole-v1")
+    policy = functools.partial(mlp.apply, activation="tanh")
+    params = mlp.init_params(
+        jax.random.key(0), task.obs_size, task.action_size, mlp.MLPConfig((64, 64))
+    )
+    stats = rl.ObsStats.create(task.obs_size)  # no normalisation: identical for all three
+    opts = dict(normalise=False)
+    n, sigma, lr = args.population, 0.2, 0.1
+
+    def returns_of(member_params, key):
+        keys = jax.random.split(key, 1)
+        return jnp.mean(rl.episodes(task, policy, member_params, keys, stats, **opts).ret)
+
+    @jax.jit
+    def eval_mean(p):
+        keys = jax.random.split(jax.random.key(99), 32)
+        return jnp.mean(rl.episodes(task, policy, p, keys, stats, **opts).ret)
+
+    rows = []
+    ours = {
+        "eggroll": egg.EGGROLL(n, sigma=sigma, rank=1, optimizer=optax.sgd(lr)),
+        "eggroll OpenES": egg.OpenES(n, sigma=sigma, optimizer=optax.sgd(lr)),
+    }
+    fitness = rl.make_fitness(task, policy, **opts)
+    for name, es in ours.items():
+        state = es.init(jax.random.key(1), params)
+
+        @jax.jit
+        def gen(state, es=es):
+            key = jax.random.fold_in(jax.random.key(5), state.generation)
+            keys = jax.vmap(lambda k: jax.random.split(k, 1))(jax.random.split(key, n))
+            scores, _ = es.evaluate(state, fitness, keys, stats, in_axes=(0, None), has_aux=True)
+            return es.tell(state, scores)[0]
+
+        rows.append(
+            _solve(name, lambda s, gen=gen: gen(s), state, lambda s: s.params, eval_mean, args)
+        )
+
+    evo = Open_ES(n, params, optimizer=optax.sgd(lr), std_schedule=optax.constant_schedule(sigma))
+    evo_params = evo.default_params
+    evo_state = evo.init(jax.random.key(1), params, evo_params)
+
+    @jax.jit
+    def evo_gen(carry):
+        state, counter = carry
+        key = jax.random.fold_in(jax.random.key(5), counter)
+        ask_key, eval_key, tell_key = jax.random.split(key, 3)
+        population, state = evo.ask(ask_key, state, evo_params)
+        scores = jax.vmap(returns_of)(population, jax.random.split(eval_key, n))
+        state, _ = evo.tell(tell_key, population, -scores, state, evo_params)  # minimises
+        return state, counter + 1
+
+    rows.append(
+        _solve(
+            "evosax Open_ES",
+            evo_gen,
+            (evo_state, 0),
+            lambda c: (
+                evo.get_mean(c[0]) if hasattr(evo, "get_mean") else evo._unravel_solution(c[0].mean)
+            ),
+            eval_mean,
+            args,
+        )
+    )
+    for row in rows:
+        print(json.dumps(row), flush=True)
+    return {
+        "benchmark": "vs-evosax",
+        "machine": machine_info(),
+        "population": n,
+        "sigma": sigma,
+        "lr": lr,
+        "policy": "MLP 4-64-64-2 tanh",
+        "rows": rows,
+    }
+
+
+def _solve(name, step, state, mean_of, eval_mean, args) -> dict:
+    """Run generations until the mean policy scores ≥ 475 (checked every 5) or the budget."""
+    state = step(state)  # compile
+    jax.block_until_ready(jax.tree_util.tree_leaves(state))
+    per_gen, elapsed, reached, generation = [], 0.0, None, 1
+    while generation < args.generations:
+        start = time.perf_counter()
+        state = step(state)
+        jax.block_until_ready(jax.tree_util.tree_leaves(state))
+        per_gen.append(time.perf_counter() - start)
+        elapsed += per_gen[-1]
+        generation += 1
+        if generation % 5 == 0 and reached is None:
+            score = float(eval_mean(mean_of(state)))
+            if score >= 475:
+                reached = {"generation": generation, "seconds": round(elapsed, 2)}
+                break
+    return {
+        "strategy": name,
+        "ms_per_generation": round(1e3 * statistics.median(per_gen), 2),
+        "solved": reached,
+        "generations_run": generation,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -226,6 +479,23 @@ def main() -> None:
     p.add_argument("--seq-len", type=int, default=100)
     p.add_argument("--repeats", type=int, default=10)
     p.set_defaults(run=member_project)
+    p = sub.add_parser("vs-inference", help="training throughput as a share of inference")
+    p.add_argument("--population", type=int, default=4096)
+    p.add_argument("--egg-population", type=int, default=512)
+    p.add_argument("--egg-widths", type=int, nargs="+", default=[64, 128])
+    p.add_argument("--repeats", type=int, default=7)
+    p.set_defaults(run=vs_inference)
+    p = sub.add_parser("scaling", help="time per generation against population and width")
+    p.add_argument("--populations", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096])
+    p.add_argument("--widths", type=int, nargs="+", default=[128, 256, 512, 1024])
+    p.add_argument("--population", type=int, default=1024)
+    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--repeats", type=int, default=5)
+    p.set_defaults(run=scaling)
+    p = sub.add_parser("vs-evosax", help="CartPole-v1: evosax Open_ES vs ours")
+    p.add_argument("--population", type=int, default=256)
+    p.add_argument("--generations", type=int, default=200)
+    p.set_defaults(run=vs_evosax)
     args = parser.parse_args()
     result = args.run(args)
     RESULTS.mkdir(exist_ok=True)
