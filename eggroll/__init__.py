@@ -7,7 +7,7 @@ scores = es.evaluate(state, fitness, batch)
 state, info = es.tell(state, scores)
 """
 
-from eggroll import checkpoint, leaves, nn, noise, shaping
+from eggroll import checkpoint, distributed, integer, intmath, leaves, nn, noise, shaping
 from eggroll.nn import LowRank, materialize
 from eggroll.population import Population, PopulationStrategy
 from eggroll.strategy import EGGROLL, ESState, OpenES, Strategy
@@ -21,6 +21,9 @@ __all__ = [
     "PopulationStrategy",
     "Strategy",
     "checkpoint",
+    "distributed",
+    "integer",
+    "intmath",
     "leaves",
     "materialize",
     "nn",

@@ -1,10 +1,12 @@
 """``x @ A`` for per-member factors, with a batching rule that keeps it a GEMM.
 
 Under ``vmap`` over members, ``x (T, n_in) @ A (n_in, r)`` becomes a batch of N skinny
-matrix-vector products, which CPU backends run far below their GEMM speed (measured 10× slower
-than this rule for int8 on 2 cores, see docs/BENCHMARKS.md). The rule groups ``c`` members,
-multiplies their stacked rows by their stacked factors in one ``(c·T, n_in) @ (n_in, c·r)``
-GEMM, and keeps the ``c`` diagonal blocks: ``c`` times the (tiny) useful FLOPs, at GEMM speed.
+matrix-vector products. For int8 the CPU backend runs those far below GEMM speed (10× slower
+than this rule at n_in = 512 on 2 cores; ``python scripts/bench.py member-project``). The rule
+groups ``c`` members, multiplies their stacked rows by their stacked factors in one
+``(c·T, n_in) @ (n_in, c·r)`` GEMM, and keeps the ``c`` diagonal blocks: ``c`` times the
+(tiny) useful FLOPs, at GEMM speed. Float32 batched mat-vecs are already fast there (the rule
+measured 0.6–0.8× of them), so float inputs use the plain product.
 """
 
 from __future__ import annotations
@@ -72,14 +74,13 @@ def _make(out_dtype):
 
 
 _project_int = _make(jnp.int32)
-_project_float = _make(jnp.float32)
 
 
 def member_project(x: Array, a: Array) -> Array:
-    """``x (..., n_in) @ a (n_in, r)``: int8 inputs give int32, float inputs float32.
+    """``x (..., n_in) @ a (n_in, r)``: int8 inputs give int32, float inputs ``x.dtype``.
 
     Equal to ``x @ a`` (exactly for integers); only its speed under ``vmap`` differs.
     """
     if jnp.issubdtype(x.dtype, jnp.integer):
         return _project_int(x, a)
-    return _project_float(x.astype(jnp.float32), a.astype(jnp.float32))
+    return _plain(x, a.astype(x.dtype), x.dtype)

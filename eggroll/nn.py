@@ -82,7 +82,7 @@ def dense(x: Array, w: Array | LowRank) -> Array:
             f"dense expects a 2-D weight, got a stacked one of shape {w.base.shape}; "
             "index the stacking axis or scan over it"
         )
-    xa = member_project(x, w.a).astype(x.dtype)  # a GEMM, not N mat-vecs, under vmap
+    xa = member_project(x, w.a)
     correction = (xa * w.scale.astype(x.dtype)) @ w.b.T.astype(x.dtype)
     return x @ w.base + correction
 

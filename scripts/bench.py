@@ -6,6 +6,7 @@
     python scripts/bench.py vs-inference       # training as a share of inference throughput
     python scripts/bench.py scaling            # time per generation vs population and width
     python scripts/bench.py vs-evosax          # CartPole: evosax Open_ES vs ours (extra: bench)
+    python scripts/bench.py report             # rewrite docs/BENCHMARKS.md from results/*.json
 
 Results go to ``results/<subcommand>.json`` (ignored by git); docs/BENCHMARKS.md records them
 with the command that produced them.
@@ -457,6 +458,97 @@ def _solve(name, step, state, mean_of, eval_mean, args) -> dict:
     }
 
 
+COMMANDS = {
+    "lowrank-vs-naive": "python scripts/bench.py lowrank-vs-naive",
+    "int-noise": "python scripts/bench.py int-noise",
+    "member-project": "python scripts/bench.py member-project",
+    "vs-inference": "python scripts/bench.py vs-inference",
+    "scaling": "python scripts/bench.py scaling",
+    "vs-evosax": "python scripts/bench.py vs-evosax",
+}
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(str(row.get(c, "")) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def _machine(result: dict) -> str:
+    m = result.get("machine", {})
+    return (
+        f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, jax {m.get('jax', '?')},"
+        f" {m.get('date', '?')}."
+    )
+
+
+def report(args: argparse.Namespace) -> dict:
+    """Regenerate the measured sections of docs/BENCHMARKS.md from results/*.json.
+
+    The file keeps everything outside the markers ``<!-- bench:NAME -->`` ...
+    ``<!-- /bench:NAME -->``; each marked section is rewritten from results/NAME.json."""
+    doc_path = Path(args.doc)
+    doc = doc_path.read_text()
+    renderers = {
+        "lowrank-vs-naive": lambda r: _table(
+            r["rows"], ["width", "population", "rank", "eggroll_ms", "openes_ms", "speedup"]
+        ),
+        "int-noise": lambda r: (
+            _table(r["rows"], ["noise", "generation_ms", "state_noise_bytes"])
+            + f"\n\nthreefry keys / table time: {r['keys_over_table']}"
+        ),
+        "member-project": lambda r: _table(
+            r["rows"], ["dtype", "n_in", "plain_ms", "blocked_ms", "speedup"]
+        ),
+        "vs-inference": lambda r: _table(
+            r["rows"],
+            [
+                "model",
+                "members",
+                "tokens_per_member",
+                "train_ms",
+                "inference_ms",
+                "percent_of_inference",
+            ],
+        ),
+        "scaling": lambda r: _table(
+            [
+                {
+                    "sweep": f"population (width {r['population_sweep']['width']})",
+                    "values": r["population_sweep"]["populations"],
+                    "ms": r["population_sweep"]["ms"],
+                    "fitted exponent": r["population_sweep"]["exponent"],
+                },
+                {
+                    "sweep": f"width (population {r['width_sweep']['population']})",
+                    "values": r["width_sweep"]["widths"],
+                    "ms": r["width_sweep"]["ms"],
+                    "fitted exponent": r["width_sweep"]["exponent"],
+                },
+            ],
+            ["sweep", "values", "ms", "fitted exponent"],
+        ),
+        "vs-evosax": lambda r: _table(
+            r["rows"], ["strategy", "ms_per_generation", "solved", "generations_run"]
+        ),
+    }
+    updated = []
+    for name, render in renderers.items():
+        path = RESULTS / f"{name}.json"
+        start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+        if not path.exists() or start not in doc:
+            continue
+        result = json.loads(path.read_text())
+        body = f"`{COMMANDS[name]}`. {_machine(result)}\n\n{render(result)}"
+        head, rest = doc.split(start, 1)
+        doc = head + start + "\n" + body + "\n" + end + rest.split(end, 1)[1]
+        updated.append(name)
+    doc_path.write_text(doc)
+    print(f"updated {', '.join(updated) or 'nothing'} in {doc_path}")
+    return {"benchmark": "report", "updated": updated}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -496,8 +588,13 @@ def main() -> None:
     p.add_argument("--population", type=int, default=256)
     p.add_argument("--generations", type=int, default=200)
     p.set_defaults(run=vs_evosax)
+    p = sub.add_parser("report", help="rewrite docs/BENCHMARKS.md sections from results/")
+    p.add_argument("--doc", default=str(RESULTS.parent / "docs" / "BENCHMARKS.md"))
+    p.set_defaults(run=report)
     args = parser.parse_args()
     result = args.run(args)
+    if args.command == "report":
+        return
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{args.command}.json"
     out.write_text(json.dumps(result, indent=2))

@@ -1,6 +1,6 @@
 """Integer-only ES pretraining of the EGG byte language model (the main job).
 
-    python scripts/es_pretrain.py                       # CPU default: stdlib corpus, ~4 min
+    python scripts/es_pretrain.py                       # CPU default: stdlib corpus, ~3.5 min
     python scripts/es_pretrain.py --data PATH --steps 5000 --population 4096
     python scripts/es_pretrain.py --resume --run-dir runs/pretrain-...
 
