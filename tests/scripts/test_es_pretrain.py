@@ -1,22 +1,15 @@
 """scripts/es_pretrain.py end to end at tiny size: summary, checkpoints, bitwise resume."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
 import eggroll as egg
+from tests.scripts.helpers import load_script
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
-_spec = importlib.util.spec_from_file_location("es_pretrain", ROOT / "scripts" / "es_pretrain.py")
-es_pretrain = importlib.util.module_from_spec(_spec)
-sys.modules["es_pretrain"] = es_pretrain
-_spec.loader.exec_module(es_pretrain)
+es_pretrain = load_script("es_pretrain")
 
 TINY = [
     "--width",

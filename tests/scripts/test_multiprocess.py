@@ -3,7 +3,6 @@ one process, only process 0 writes, and a killed peer makes the survivor exit pr
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 
 import eggroll as egg
+from tests.scripts.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "es_pretrain.py"
@@ -39,12 +39,6 @@ TINY = [
     "--checkpoint-every",
     "4",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

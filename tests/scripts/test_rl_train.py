@@ -1,20 +1,14 @@
 """scripts/rl_train.py: learning progress on CartPole, summary, resume, bad flags."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
+from tests.scripts.helpers import load_script
+
 pytest.importorskip("gymnax")
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
-_spec = importlib.util.spec_from_file_location("rl_train", ROOT / "scripts" / "rl_train.py")
-rl_train = importlib.util.module_from_spec(_spec)
-sys.modules["rl_train"] = rl_train
-_spec.loader.exec_module(rl_train)
+rl_train = load_script("rl_train")
 
 FAST = [
     "--population",
