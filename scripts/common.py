@@ -164,3 +164,26 @@ def run_guarded(fn: typing.Callable[[], Any]) -> Any:
         )
         sys.stderr.flush()
         os._exit(75)
+
+
+def check_run_dir(run_dir: Path, resume: bool, checkpoint_name: str) -> Path:
+    """The checkpoint path of a run folder; refuses to overwrite a run without ``--resume``
+    and to resume a run that has no checkpoint (before anything is written)."""
+    checkpoint_path = run_dir / checkpoint_name
+    if checkpoint_path.exists() and not resume:
+        raise SystemExit(
+            f"{run_dir} already holds a checkpoint: pass --resume to continue it, or choose "
+            "another --run-dir"
+        )
+    if resume and not checkpoint_path.exists():
+        raise SystemExit(f"--resume: no checkpoint at {checkpoint_path}")
+    return checkpoint_path
+
+
+def try_plot(plot: typing.Callable[[Path], Path], run_dir: Path, say) -> str | None:
+    """Draw the run's curve; a failed plot is reported but never loses the run's numbers."""
+    try:
+        return str(plot(run_dir))
+    except Exception as err:  # noqa: BLE001 - any plotting error is only reported
+        say(f"plotting failed: {err}")
+        return None

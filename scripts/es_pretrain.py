@@ -29,12 +29,14 @@ from common import (
     ClusterFlags,
     JsonlLog,
     arg,
+    check_run_dir,
     config_dict,
     parse_config,
     read_jsonl,
     run_guarded,
     start_cluster,
     truncate_jsonl,
+    try_plot,
     write_summary,
 )
 from tqdm import tqdm
@@ -199,14 +201,7 @@ def side_by_side(
 def run(cfg: PretrainConfig) -> dict[str, Any]:
     """Train, validate and summarise one run; returns the summary dict."""
     run_dir = Path(cfg.run_dir or time.strftime("runs/pretrain-%Y%m%d-%H%M%S"))
-    checkpoint_path = run_dir / CHECKPOINT
-    if checkpoint_path.exists() and not cfg.resume:
-        raise SystemExit(
-            f"{run_dir} already holds a checkpoint: pass --resume to continue it, or choose "
-            "another --run-dir"
-        )
-    if cfg.resume and not checkpoint_path.exists():
-        raise SystemExit(f"--resume: no checkpoint at {checkpoint_path}")
+    checkpoint_path = check_run_dir(run_dir, cfg.resume, CHECKPOINT)
     main = distributed.is_main_process()  # only process 0 writes and prints
     progress = cfg.progress and main
     say = (tqdm.write if progress else print) if main else (lambda *_: None)
@@ -362,12 +357,9 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
         "devices": jax.device_count(),
     }
     if main:
-        try:
-            from plot import plot_pretrain
+        from plot import plot_pretrain
 
-            summary["curve"] = str(plot_pretrain(run_dir))
-        except Exception as err:  # a missing plot must not lose the run's numbers
-            say(f"plotting failed: {err}")
+        summary["curve"] = try_plot(plot_pretrain, run_dir, say)
     return summary
 
 

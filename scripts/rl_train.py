@@ -25,11 +25,13 @@ from common import (
     ClusterFlags,
     JsonlLog,
     arg,
+    check_run_dir,
     config_dict,
     parse_config,
     run_guarded,
     start_cluster,
     truncate_jsonl,
+    try_plot,
     write_summary,
 )
 from tqdm import tqdm
@@ -170,13 +172,7 @@ def run(cfg: RLConfig) -> dict[str, Any]:
     task = rl.make_task(cfg.env, cfg.max_steps or None)
     es = make_strategy(cfg, hp)
     run_dir = Path(cfg.run_dir or time.strftime(f"runs/rl-{cfg.env}-{cfg.strategy}-%Y%m%d-%H%M%S"))
-    checkpoint_path = run_dir / CHECKPOINT
-    if checkpoint_path.exists() and not cfg.resume:
-        raise SystemExit(
-            f"{run_dir} already holds a checkpoint: pass --resume or another --run-dir"
-        )
-    if cfg.resume and not checkpoint_path.exists():
-        raise SystemExit(f"--resume: no checkpoint at {checkpoint_path}")
+    checkpoint_path = check_run_dir(run_dir, cfg.resume, CHECKPOINT)
     main = distributed.is_main_process()  # only process 0 writes and prints
     progress = cfg.progress and main
     say = (tqdm.write if progress else print) if main else (lambda *_: None)
@@ -319,12 +315,9 @@ def run(cfg: RLConfig) -> dict[str, Any]:
         "run_dir": str(run_dir),
     }
     if main:
-        try:
-            from plot import plot_rl
+        from plot import plot_rl
 
-            summary["curve"] = str(plot_rl(run_dir))
-        except Exception as err:  # a missing plot must not lose the run's numbers
-            say(f"plotting failed: {err}")
+        summary["curve"] = try_plot(plot_rl, run_dir, say)
     return summary
 
 
