@@ -16,6 +16,14 @@ hypothesis (fitness independent of the noise) ``Z_ij`` has mean 0 and standard d
 two-sided threshold ``z_{1−α/2}`` of that null, so about a fraction ``α`` of weights would move by
 chance; real signal moves more. ``α_t = alpha / (alpha_decay · t + 1)``.
 
+With ``error_feedback=True`` the score a weight did not act on is kept: an int32 residual
+``R ← R + Z`` per weight, a weight moves by ``sign(R)`` once ``|R|`` passes
+``θ_t = std_null / √α_t`` and ``θ_t`` is taken off ``R``. A random walk needs about
+``(θ/std)² = 1/α_t`` steps to cross ``θ``, so again about a fraction ``α_t`` of weights move by
+chance, but weak, consistent signal adds up over generations instead of being dropped below
+the threshold (``R / θ`` is the weight's fractional part: integer SGD with a learning rate of
+``1/θ_t``).
+
 Noise comes from counter-based keys (``noise="keys"``), or from an int8 table generated from the
 seed at ``init`` (``noise="table"``): a draw is a contiguous slice at a key-derived offset.
 """
@@ -28,7 +36,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.scipy.special import ndtri
 
 from eggroll import noise
@@ -41,22 +48,8 @@ from eggroll.shaping import antithetic_sign
 
 Array = jax.Array
 
-NOISE_SCALE = 16.0  # int8 factors are round(16 · N(0, 1)), clipped to ±127
-
-
-def _second_moment() -> float:
-    """``E[a²]`` of the quantised factor distribution (exact, by summing the normal pmf)."""
-    values = np.arange(-INT8_MAX, INT8_MAX + 1, dtype=np.float64)
-    edges = (values[:, None] + np.array([-0.5, 0.5])) / NOISE_SCALE
-    cdf = 0.5 * (1 + np.vectorize(math.erf)(edges / math.sqrt(2)))
-    pmf = cdf[:, 1] - cdf[:, 0]
-    pmf[0] += 1 - pmf.sum()  # clipped tails, split onto ±127 equally
-    pmf[0] /= 2
-    pmf[-1] += pmf[0]
-    return float(np.sum(pmf * values**2))
-
-
-FACTOR_SECOND_MOMENT = _second_moment()
+NOISE_SCALE = noise.TABLE_SCALE  # int8 factors are round(16 · N(0, 1)), clipped to ±127
+FACTOR_SECOND_MOMENT = noise.TABLE_SECOND_MOMENT  # E[a²] of one factor entry (exact)
 
 
 @jax.tree_util.register_dataclass
@@ -141,12 +134,14 @@ def materialize(view: Any) -> Any:
 @dataclasses.dataclass(frozen=True)
 class IntState:
     """State of :class:`IntEGGROLL`: int8 ``params``, the noise ``key``, int32 ``generation``,
-    and ``noise_table`` (int8, empty unless ``noise="table"``)."""
+    ``noise_table`` (int8, empty unless ``noise="table"``) and ``residual`` (int32 scores not
+    yet acted on, shaped like ``params``; ``None`` unless ``error_feedback``)."""
 
     params: Any
     key: Array
     generation: Array
     noise_table: Array
+    residual: Any = None
 
 
 class IntEGGROLL(PopulationStrategy):
@@ -159,6 +154,8 @@ class IntEGGROLL(PopulationStrategy):
       alpha, alpha_decay: target fraction of weights moved by chance,
         ``α_t = alpha / (alpha_decay · t + 1)``; ``0 < alpha ≤ 1``.
       noise_reuse: noise changes every ``noise_reuse`` generations.
+      error_feedback: keep the scores below the threshold and add them to the next
+        generation's (see module docstring); ``False`` is the memoryless Z-test.
       noise: ``"keys"`` (threefry per draw) or ``"table"`` (slices of a seed-made int8 table of
         ``table_size`` entries kept in the state).
       leaf_rule: ``"lowrank"`` or ``"frozen"`` per leaf (default: int8 matrices are low-rank).
@@ -179,6 +176,7 @@ class IntEGGROLL(PopulationStrategy):
         alpha: float = 1.0,
         alpha_decay: float = 0.015,
         noise_reuse: int = 1,
+        error_feedback: bool = False,
         noise: str = "table",
         table_size: int = 1 << 20,
         leaf_rule: Any = None,
@@ -216,6 +214,7 @@ class IntEGGROLL(PopulationStrategy):
         self.sigma_shift = sigma_shift
         self.alpha = float(alpha)
         self.alpha_decay = float(alpha_decay)
+        self.error_feedback = bool(error_feedback)
         self.noise = noise
         self.table_size = table_size
         self.chunk_size = chunk_size
@@ -228,6 +227,7 @@ class IntEGGROLL(PopulationStrategy):
             "sigma_shift": self.sigma_shift,
             "alpha": self.alpha,
             "alpha_decay": self.alpha_decay,
+            "error_feedback": self.error_feedback,
             "noise": self.noise,
             "table_size": self.table_size if self.noise == "table" else None,
         }
@@ -266,12 +266,13 @@ class IntEGGROLL(PopulationStrategy):
         params = jax.tree_util.tree_map(jnp.asarray, params)
         self.leaf_specs(params)
         if self.noise == "table":
-            table = self._quantise(
-                jax.random.normal(jax.random.fold_in(key, 0x7AB1E), (self.table_size,))
-            )
+            table = noise.make_table(key, self.table_size)
         else:
             table = jnp.zeros((0,), jnp.int8)
-        return IntState(params, key, jnp.zeros((), jnp.int32), table)
+        residual = None
+        if self.error_feedback:
+            residual = jax.tree_util.tree_map(lambda p: jnp.zeros(p.shape, jnp.int32), params)
+        return IntState(params, key, jnp.zeros((), jnp.int32), table, residual)
 
     @staticmethod
     def _quantise(z: Array) -> Array:
@@ -283,9 +284,7 @@ class IntEGGROLL(PopulationStrategy):
         if self.noise == "keys":
             z = self._quantise(jax.random.normal(key, shape))
         else:
-            size = self._draw_size(spec)
-            offset = jax.random.randint(key, (), 0, self.table_size - size + 1)
-            z = jax.lax.dynamic_slice(state.noise_table, (offset,), (size,)).reshape(shape)
+            z = noise.table_draw(state.noise_table, key, shape)
         return z[..., : spec.n_in, :], z[..., spec.n_in :, :]
 
     def _perturb(self, spec: LeafSpec, leaf: Array, key: Array, sign: Array, state: IntState):
@@ -322,9 +321,15 @@ class IntEGGROLL(PopulationStrategy):
         active = jnp.sum(pair_sign != 0)
         alpha = self.alpha_at(state.generation)
         null_std = jnp.sqrt(active.astype(jnp.float32) * self.rank) * FACTOR_SECOND_MOMENT
-        threshold = ndtri(1.0 - alpha / 2.0) * null_std
+        if self.error_feedback:
+            threshold = null_std / jnp.sqrt(alpha)
+        else:
+            threshold = ndtri(1.0 - alpha / 2.0) * null_std
         specs = self.leaf_specs(state.params)
         leaves, treedef = jax.tree_util.tree_flatten(state.params)
+        residuals = (
+            treedef.flatten_up_to(state.residual) if self.error_feedback else [None] * len(leaves)
+        )
         epoch = state.generation // self.noise_reuse
         chunk = self.chunk_size or self._auto_chunk(specs)
         n_chunks = self.num_draws // chunk
@@ -332,14 +337,20 @@ class IntEGGROLL(PopulationStrategy):
         weights = pair_sign.reshape(n_chunks, chunk)
         moved = jnp.zeros((), jnp.int32)
         total = 0
-        new_leaves = []
-        for spec, leaf in zip(specs, leaves, strict=True):
+        new_leaves, new_residuals = [], []
+        for spec, leaf, residual in zip(specs, leaves, residuals, strict=True):
             if spec.kind == "frozen":
                 new_leaves.append(leaf)
+                new_residuals.append(residual)
                 continue
             z = self._score_sum(state, spec, epoch, indices, weights)
+            if residual is not None:
+                z = residual + z
             step = jnp.where(jnp.abs(z).astype(jnp.float32) > threshold, jnp.sign(z), 0)
             step = jnp.where(active > 0, step, 0)
+            if residual is not None:
+                # Take θ off where the weight moved (saturated ones too, so R stays bounded).
+                new_residuals.append(z - step * jnp.round(threshold).astype(jnp.int32))
             new = jnp.clip(leaf.astype(jnp.int32) + step, -INT8_MAX, INT8_MAX).astype(jnp.int8)
             moved = moved + jnp.sum(new != leaf)
             total += leaf.size
@@ -358,6 +369,7 @@ class IntEGGROLL(PopulationStrategy):
             state.key,
             state.generation + 1,
             state.noise_table,
+            jax.tree_util.tree_unflatten(treedef, new_residuals) if self.error_feedback else None,
         )
         return new_state, info
 

@@ -45,12 +45,14 @@ class ESState:
 
     ``params``: the mean parameters θ. ``opt_state``: the optax state. ``key``: the noise seed
     (a typed JAX key). ``generation``: int32 scalar, number of completed ``tell`` calls.
+    ``noise_table``: the seed-made int8 noise table (``noise="table"``), else ``None``.
     """
 
     params: Any
     opt_state: Any
     key: Array
     generation: Array
+    noise_table: Array | None = None
 
 
 def _largest_divisor_at_most(n: int, bound: int) -> int:
@@ -71,6 +73,10 @@ class Strategy(PopulationStrategy):
       antithetic: members 2p and 2p+1 share noise with signs +1/−1.
       noise_reuse: noise changes every ``noise_reuse`` generations (1 = fresh every time).
       shaping: fitness shaping ``(N,) -> (N,)``, see :mod:`eggroll.shaping`.
+      noise: ``"keys"`` (threefry normals per draw, exact Gaussian) or ``"table"`` (slices of a
+        seed-made int8 table of ``table_size`` entries ``round(16·N(0, 1))``, scaled to unit
+        variance: one random offset per draw instead of one normal per entry; see
+        :mod:`eggroll.noise`). Every draw must fit the table.
       leaf_rule: which leaves are ``"lowrank"``, ``"full"`` or ``"frozen"``
         (see :mod:`eggroll.leaves`).
       chunk_size: noise draws per chunk of the estimator (must divide the number of draws,
@@ -90,6 +96,8 @@ class Strategy(PopulationStrategy):
         antithetic: bool = True,
         noise_reuse: int = 1,
         shaping: shaping_lib.Shaping = shaping_lib.centered_rank,
+        noise: str = "keys",
+        table_size: int = 1 << 20,
         leaf_rule: LeafRule = None,
         chunk_size: int | None = None,
         eval_batch_size: int | None = None,
@@ -124,6 +132,11 @@ class Strategy(PopulationStrategy):
                     f"shaping group_size={group} is odd and would split antithetic pairs: "
                     "use an even group size"
                 )
+        if noise not in ("keys", "table"):
+            raise ValueError(f"noise must be 'keys' or 'table', got {noise!r}")
+        check_positive_int("table_size", table_size, 1024)
+        self.noise = noise
+        self.table_size = table_size
         self.sigma = sigma
         self.optimizer = optimizer if optimizer is not None else optax.sgd(1e-2)
         self.shaping = shaping
@@ -146,6 +159,8 @@ class Strategy(PopulationStrategy):
             **super().config(),
             "sigma": sigma,
             "shaping": shaping_lib.shaping_name(self.shaping),
+            "noise": self.noise,
+            "table_size": self.table_size if self.noise == "table" else None,
         }
 
     def sigma_at(self, generation: Array) -> Array:
@@ -161,6 +176,13 @@ class Strategy(PopulationStrategy):
                 "floating leaves. Cast it to float, mark it 'frozen' in leaf_rule, or use "
                 "eggroll.integer for int8 models"
             )
+        if spec.kind != "frozen" and self.noise == "table":
+            if self._draw_elements(spec) > self.table_size:
+                raise ValueError(
+                    f"leaf {spec.path!r} needs {self._draw_elements(spec)} noise entries per "
+                    f"draw, more than table_size={self.table_size}: raise table_size (several "
+                    "times the largest draw keeps draws nearly independent) or use noise='keys'"
+                )
 
     def _chunk(self, specs: list[LeafSpec]) -> int:
         if self.chunk_size is not None:
@@ -182,18 +204,22 @@ class Strategy(PopulationStrategy):
             opt_state=self.optimizer.init(params),
             key=key,
             generation=jnp.zeros((), jnp.int32),
+            noise_table=noise.make_table(key, self.table_size) if self.noise == "table" else None,
         )
 
     def _perturb(self, spec: LeafSpec, leaf: Array, key: Array, sign: Array, state: ESState):
-        return self._perturb_scaled(spec, leaf, key, self.sigma_at(state.generation) * sign)
+        signed_sigma = self.sigma_at(state.generation) * sign
+        return self._perturb_scaled(spec, leaf, key, signed_sigma, state.noise_table)
 
-    def _perturb_scaled(self, spec: LeafSpec, leaf: Array, key: Array, signed_sigma: Array) -> Any:
-        eps = self._noise(spec, key)
+    def _perturb_scaled(
+        self, spec: LeafSpec, leaf: Array, key: Array, signed_sigma: Array, table: Array | None
+    ) -> Any:
+        eps = self._noise(spec, key, table)
         return (leaf.astype(jnp.float32) + signed_sigma * eps).astype(leaf.dtype)
 
-    def _noise(self, spec: LeafSpec, key: Array) -> Array:
+    def _noise(self, spec: LeafSpec, key: Array, table: Array | None) -> Array:
         """Dense noise ``E`` of one draw for a leaf (shape ``spec.shape``, float32)."""
-        return noise.fullrank_noise(key, spec.shape)
+        return noise.fullrank_noise(key, spec.shape, table)
 
     def tell(self, state: ESState, fitness: Array) -> tuple[ESState, dict[str, Array]]:
         """Shape the scores, estimate the ascent direction, take one optax step.
@@ -225,10 +251,12 @@ class Strategy(PopulationStrategy):
             return shaped[0::2] - shaped[1::2], nonfinite
         return shaped, nonfinite
 
-    def _accumulate(self, spec: LeafSpec, key: _EpochKey, indices: Array, weights: Array) -> Array:
+    def _accumulate(
+        self, spec: LeafSpec, key: _EpochKey, indices: Array, weights: Array, table: Array | None
+    ) -> Array:
         """``Σ_p w_p E_p`` over one chunk of draws, shape ``spec.shape`` (float32)."""
         keys = jax.vmap(lambda i: key_for(key, spec, i))(indices)
-        eps = jax.vmap(lambda k: self._noise(spec, k))(keys)
+        eps = jax.vmap(lambda k: self._noise(spec, k, table))(keys)
         return jnp.tensordot(weights, eps, axes=1)
 
     def _estimate_scale(self, spec: LeafSpec) -> float:
@@ -251,7 +279,8 @@ class Strategy(PopulationStrategy):
         def body(acc, chunk_data):
             idx, w = chunk_data
             new = [
-                a + self._accumulate(s, epoch_key, idx, w) for a, s in zip(acc, active, strict=True)
+                a + self._accumulate(s, epoch_key, idx, w, state.noise_table)
+                for a, s in zip(acc, active, strict=True)
             ]
             return new, None
 
@@ -300,7 +329,9 @@ class Strategy(PopulationStrategy):
             "sigma": self.sigma_at(state.generation),
             **norms,
         }
-        new_state = ESState(new_params, opt_state, state.key, state.generation + 1)
+        new_state = ESState(
+            new_params, opt_state, state.key, state.generation + 1, state.noise_table
+        )
         return new_state, info
 
 
@@ -379,29 +410,33 @@ class EGGROLL(Strategy):
             return math.prod(spec.shape)
         return math.prod(spec.lead) * (spec.n_in + spec.n_out) * self.rank
 
-    def _perturb_scaled(self, spec: LeafSpec, leaf: Array, key: Array, signed_sigma: Array) -> Any:
+    def _perturb_scaled(
+        self, spec: LeafSpec, leaf: Array, key: Array, signed_sigma: Array, table: Array | None
+    ) -> Any:
         if spec.kind != "lowrank":
-            return super()._perturb_scaled(spec, leaf, key, signed_sigma)
-        a, b = noise.lowrank_factors(key, spec.lead, spec.n_in, spec.n_out, self.rank)
+            return super()._perturb_scaled(spec, leaf, key, signed_sigma, table)
+        a, b = noise.lowrank_factors(key, spec.lead, spec.n_in, spec.n_out, self.rank, table)
         scale = jnp.broadcast_to(signed_sigma / math.sqrt(self.rank), spec.lead)
         return LowRank(leaf, a, b, scale.astype(jnp.float32))
 
-    def _noise(self, spec: LeafSpec, key: Array) -> Array:
+    def _noise(self, spec: LeafSpec, key: Array, table: Array | None) -> Array:
         if spec.kind != "lowrank":
-            return super()._noise(spec, key)
-        a, b = noise.lowrank_factors(key, spec.lead, spec.n_in, spec.n_out, self.rank)
+            return super()._noise(spec, key, table)
+        a, b = noise.lowrank_factors(key, spec.lead, spec.n_in, spec.n_out, self.rank, table)
         return jnp.einsum("...ir,...or->...io", a, b)
 
     def _estimate_scale(self, spec: LeafSpec) -> float:
         return 1.0 / math.sqrt(self.rank) if spec.kind == "lowrank" else 1.0
 
-    def _accumulate(self, spec: LeafSpec, key: _EpochKey, indices: Array, weights: Array) -> Array:
+    def _accumulate(
+        self, spec: LeafSpec, key: _EpochKey, indices: Array, weights: Array, table: Array | None
+    ) -> Array:
         if spec.kind != "lowrank":
-            return super()._accumulate(spec, key, indices, weights)
+            return super()._accumulate(spec, key, indices, weights, table)
         # One contraction over (draw, rank): Σ_p w_p A_p B_pᵀ, never an (chunk, n_in, n_out) tensor.
         keys = jax.vmap(lambda i: key_for(key, spec, i))(indices)
         a, b = jax.vmap(
-            lambda k: noise.lowrank_factors(k, spec.lead, spec.n_in, spec.n_out, self.rank)
+            lambda k: noise.lowrank_factors(k, spec.lead, spec.n_in, spec.n_out, self.rank, table)
         )(keys)
         weighted = a * weights.reshape((-1,) + (1,) * (a.ndim - 1))
         return jnp.einsum("c...ir,c...or->...io", weighted, b)

@@ -65,6 +65,7 @@ class PretrainConfig(ClusterFlags):
     alpha: float = arg(1.0, "initial fraction of weights moved by chance per step")
     alpha_decay: float = arg(0.005, "alpha_t = alpha / (alpha_decay * t + 1)")
     noise_reuse: int = arg(1, "generations that share one noise draw")
+    error_feedback: bool = arg(False, "keep sub-threshold scores for later steps")
     noise: str = arg("table", "int8 noise source: 'table' (seed-made int8 table) or 'keys'")
     steps: int = arg(1200, "training steps (generations)")
     minutes: float = arg(0.0, "stop after this many minutes of training (0: no limit)")
@@ -121,6 +122,7 @@ def make_strategy(cfg: PretrainConfig) -> integer.IntEGGROLL:
         alpha=cfg.alpha,
         alpha_decay=cfg.alpha_decay,
         noise_reuse=cfg.noise_reuse,
+        error_feedback=cfg.error_feedback,
         noise=cfg.noise,
     )
 

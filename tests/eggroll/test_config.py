@@ -18,6 +18,8 @@ import eggroll as egg
         ({"population_size": 8, "sigma": float("nan")}, "sigma must be a positive"),
         ({"population_size": 8, "sigma": 0.1, "rank": 0}, "rank must be an integer ≥ 1"),
         ({"population_size": 8, "sigma": 0.1, "noise_reuse": 0}, "noise_reuse must be"),
+        ({"population_size": 8, "sigma": 0.1, "noise": "gauss"}, "noise must be 'keys' or"),
+        ({"population_size": 8, "sigma": 0.1, "table_size": 10}, "table_size must be"),
         (
             {"population_size": 8, "sigma": 0.1, "chunk_size": 3},
             "does not divide the 4 noise draws",

@@ -13,8 +13,9 @@ def _cosine(a, b):
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
+@pytest.mark.parametrize("noise", ["keys", "table"])
 @pytest.mark.parametrize("strategy", ["eggroll", "openes"])
-def test_linear_fitness_estimate_points_along_c(strategy):
+def test_linear_fitness_estimate_points_along_c(strategy, noise):
     key_c = jax.random.key(42)
     c = {"w": jax.random.normal(key_c, (8, 6)), "b": jax.random.normal(jax.random.key(7), (6,))}
     params = {"w": jnp.zeros((8, 6)), "b": jnp.zeros(6)}
@@ -23,7 +24,7 @@ def test_linear_fitness_estimate_points_along_c(strategy):
         dense = egg.materialize(view)
         return jnp.sum(dense["w"] * c["w"]) + jnp.sum(dense["b"] * c["b"])
 
-    kwargs = {"shaping": egg.shaping.identity}
+    kwargs = {"shaping": egg.shaping.identity, "noise": noise}
     es = (
         egg.EGGROLL(8192, sigma=0.05, rank=1, **kwargs)
         if strategy == "eggroll"
@@ -77,13 +78,15 @@ def test_estimate_is_independent_of_chunk_size():
             np.testing.assert_allclose(results[0][k], other[k], rtol=1e-5, atol=1e-6)
 
 
-def test_estimate_matches_explicit_sum_over_members():
+@pytest.mark.parametrize("noise", ["keys", "table"])
+def test_estimate_matches_explicit_sum_over_members(noise):
     """ĝ equals 1/(Nσ) Σ_i F_i (θ_i − θ)/σ computed from materialised members."""
     params = {"w": jax.random.normal(jax.random.key(0), (4, 3)), "b": jnp.zeros(3)}
     fitness = jax.random.normal(jax.random.key(1), (8,))
+    kwargs = {"shaping": egg.shaping.identity, "noise": noise}
     for es in (
-        egg.EGGROLL(8, sigma=0.2, rank=2, shaping=egg.shaping.identity),
-        egg.OpenES(8, sigma=0.2, shaping=egg.shaping.identity),
+        egg.EGGROLL(8, sigma=0.2, rank=2, **kwargs),
+        egg.OpenES(8, sigma=0.2, **kwargs),
     ):
         state = es.init(jax.random.key(5), params)
         grad, _ = es.estimate(state, fitness)

@@ -97,6 +97,43 @@ def test_null_fitness_moves_about_alpha_of_the_weights():
     np.testing.assert_allclose(float(info["alpha"]), 0.2, rtol=1e-6)
 
 
+def test_error_feedback_moves_about_alpha_under_the_null_and_keeps_the_rest():
+    """Random scores: R is a random walk that crosses θ = std/√α about every 1/α steps."""
+    es = integer.IntEGGROLL(256, alpha=0.1, alpha_decay=0.0, error_feedback=True)
+    state = es.init(jax.random.key(1), {"w": jnp.zeros((32, 32), jnp.int8)})
+    assert state.residual["w"].dtype == jnp.int32
+    tell = jax.jit(es.tell)
+    moved = []
+    for g in range(40):
+        before = state.params["w"]
+        state, info = tell(state, jax.random.normal(jax.random.key(g), (256,)))
+        moved.append(float(jnp.mean(state.params["w"] != before)))
+        # What did not move the weight is kept, and stays bounded: |R| < θ + one step's score
+        # (at most ~5 null standard deviations, std = θ·√α).
+        bound = float(info["threshold"]) * (1 + 5 * np.sqrt(0.1))
+        assert float(jnp.max(jnp.abs(state.residual["w"]))) <= bound
+    assert 0.05 < np.mean(moved[10:]) < 0.15, np.mean(moved[10:])
+
+
+def test_error_feedback_adds_up_signal_the_memoryless_test_drops():
+    """A weak linear signal (few pairs, low α) that one step's Z-test rarely passes."""
+    c = jnp.where(jax.random.bernoulli(jax.random.key(7), 0.5, (12, 10)), 1, -1).astype(jnp.int32)
+
+    def fitness(view):
+        return jnp.sum(view["w"].materialize().astype(jnp.int32) * c)
+
+    agreement = {}
+    for feedback in (False, True):
+        es = integer.IntEGGROLL(16, rank=1, alpha=0.01, alpha_decay=0.0, error_feedback=feedback)
+        state = es.init(jax.random.key(1), {"w": jnp.zeros((12, 10), jnp.int8)})
+        step = jax.jit(lambda s, es=es: es.tell(s, es.evaluate(s, fitness))[0])
+        for _ in range(150):
+            state = step(state)
+        agreement[feedback] = float(np.mean(np.sign(np.asarray(state.params["w"])) == c))
+    assert agreement[True] > 0.95, agreement
+    assert agreement[False] < 0.85, agreement
+
+
 def test_alpha_schedule_and_nonfinite_pairs():
     es = integer.IntEGGROLL(8, alpha=1.0, alpha_decay=0.5)
     state = es.init(jax.random.key(1), {"w": jnp.zeros((4, 4), jnp.int8)})

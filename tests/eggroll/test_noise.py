@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import eggroll as egg
 
@@ -61,3 +62,30 @@ def test_noise_of_a_leaf_does_not_change_when_another_leaf_is_added():
     small = es.init(jax.random.key(0), _params())
     big = es.init(jax.random.key(0), {**_params(), "extra": jnp.zeros((3, 3))})
     np.testing.assert_array_equal(_deltas(es, small, 1)["w"], _deltas(es, big, 1)["w"])
+
+
+def test_table_noise_is_unit_variance_deterministic_and_shared_by_pairs():
+    es = egg.EGGROLL(64, sigma=1.0, rank=1, noise="table", table_size=4096)
+    params = {"w": jnp.zeros((40, 30)), "b": jnp.zeros(30)}
+    state = es.init(jax.random.key(3), params)
+    again = es.init(jax.random.key(3), params)
+    np.testing.assert_array_equal(state.noise_table, again.noise_table)
+    assert state.noise_table.dtype == jnp.int8 and state.noise_table.shape == (4096,)
+    view = es.ask(state)[6]
+    # Factors are slices of the table scaled to unit variance.
+    a = np.asarray(view["w"].a[:, 0]) / egg.noise.TABLE_UNIT
+    np.testing.assert_allclose(a, np.round(a), atol=1e-3)
+    table = np.asarray(state.noise_table, np.int64)
+    windows = np.lib.stride_tricks.sliding_window_view(table, a.size)
+    assert np.any(np.all(windows == np.round(a).astype(np.int64), axis=1))
+    # Antithetic partners are exact opposites; unit variance over the population.
+    np.testing.assert_array_equal(_deltas(es, state, 6)["b"], -_deltas(es, state, 7)["b"])
+    members = es.ask(state).materialize()
+    assert 0.9 < float(jnp.std(members["b"])) < 1.1
+    assert 0.9 < float(jnp.std(members["w"])) < 1.1  # one rank-1 term: A Bᵀ has unit variance
+
+
+def test_table_noise_rejects_draws_larger_than_the_table():
+    es = egg.EGGROLL(4, sigma=0.1, noise="table", table_size=1024)
+    with pytest.raises(ValueError, match="raise table_size"):
+        es.init(jax.random.key(0), {"b": jnp.zeros(2000)})
