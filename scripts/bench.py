@@ -67,41 +67,111 @@ def dense_layer_fitness(view: dict, x: jax.Array) -> jax.Array:
     return jnp.sum(jnp.tanh(egg.nn.dense(x, view["w"])))
 
 
-def generation_seconds(strategy: egg.Strategy, width: int, repeats: int) -> float:
-    params = {"w": jax.random.normal(jax.random.key(0), (width, width)) / jnp.sqrt(width)}
+def layers_fitness(view: dict, x: jax.Array) -> jax.Array:
+    """A stack of tanh dense layers ``w0, w1, ...`` on this member's input row."""
+    for i in range(len(view)):
+        x = jnp.tanh(egg.nn.dense(x, view[f"w{i}"]))
+    return jnp.sum(x)
+
+
+def _layer_params(width: int, depth: int) -> dict:
+    keys = jax.random.split(jax.random.key(0), depth)
+    return {
+        f"w{i}": jax.random.normal(k, (width, width)) / jnp.sqrt(width) for i, k in enumerate(keys)
+    }
+
+
+def generation_step(strategy: egg.Strategy, width: int, depth: int = 1):
+    """A jitted generation (every member's forward on its own input row + ``tell``) and its
+    initial state, for a stack of ``depth`` square layers."""
+    params = {"w": _layer_params(width, 1)["w0"]} if depth == 1 else _layer_params(width, depth)
+    fitness = dense_layer_fitness if depth == 1 else layers_fitness
     x = jax.random.normal(jax.random.key(1), (strategy.population_size, width))
     state = strategy.init(jax.random.key(2), params)
-    step = jax.jit(lambda s: strategy.step(s, dense_layer_fitness, x, in_axes=0)[0])
+    step = jax.jit(lambda s: strategy.step(s, fitness, x, in_axes=0)[0])
+    return step, state
+
+
+def generation_seconds(strategy: egg.Strategy, width: int, repeats: int, depth: int = 1) -> float:
+    step, state = generation_step(strategy, width, depth)
     return time_call(lambda: step(state), repeats)
 
 
+def xla_peak_bytes(step, state) -> int:
+    """Bytes XLA assigns to one compiled call: arguments + outputs + temporaries − aliased
+    (the static buffer assignment, the same on every run)."""
+    stats = step.lower(state).compile().memory_analysis()
+    return int(
+        stats.argument_size_in_bytes
+        + stats.output_size_in_bytes
+        + stats.temp_size_in_bytes
+        - stats.alias_size_in_bytes
+    )
+
+
 def lowrank_vs_naive(args: argparse.Namespace) -> dict:
+    """EGGROLL vs full-rank OpenES: time per generation and XLA's peak memory, measured for
+    each (model, width, population, rank) in the same run with the same noise source."""
     rows = []
-    for width in args.widths:
-        # Naive ES must evaluate in slices of members, or N full matrices exhaust memory.
-        naive_batch = max(1, min(args.population, (1 << 26) // (width * width)))
-        eggroll = egg.EGGROLL(args.population, sigma=0.01, rank=args.rank, optimizer=optax.sgd(0.0))
-        openes = egg.OpenES(
-            args.population, sigma=0.01, optimizer=optax.sgd(0.0), eval_batch_size=naive_batch
-        )
-        t_egg = generation_seconds(eggroll, width, args.repeats)
-        t_open = generation_seconds(openes, width, max(1, args.repeats // 2))
-        row = {
-            "width": width,
-            "population": args.population,
-            "rank": args.rank,
-            "eggroll_ms": round(1e3 * t_egg, 2),
-            "openes_ms": round(1e3 * t_open, 2),
-            "speedup": round(t_open / t_egg, 1),
-        }
-        rows.append(row)
-        print(
-            f"width {width:5d}  pop {args.population:5d}  rank {args.rank}  "
-            f"EGGROLL {row['eggroll_ms']:9.2f} ms  OpenES {row['openes_ms']:10.2f} ms  "
-            f"speedup {row['speedup']:6.1f}x",
-            flush=True,
-        )
-    return {"benchmark": "lowrank-vs-naive", "machine": machine_info(), "rows": rows}
+    models = {"dense": 1, "mlp3": 3}
+    for model in args.models:
+        depth = models[model]
+        for width in args.widths:
+            for population in args.populations:
+                # Naive ES must evaluate in slices of members, or N full matrices exhaust memory.
+                naive_batch = max(1, min(population, (1 << 26) // (depth * width * width)))
+                while population % naive_batch:
+                    naive_batch -= 1
+                # The table must hold a full-rank draw of the biggest matrix for OpenES.
+                naive_table = max(1 << 20, 1 << (2 * width * width - 1).bit_length())
+                openes = egg.OpenES(
+                    population,
+                    sigma=0.01,
+                    optimizer=optax.sgd(0.0),
+                    eval_batch_size=naive_batch,
+                    noise=args.noise,
+                    table_size=naive_table,
+                )
+                open_step, open_state = generation_step(openes, width, depth)
+                t_open = time_call(lambda s=open_step, st=open_state: s(st), args.naive_repeats)
+                open_bytes = xla_peak_bytes(open_step, open_state)
+                for rank in args.ranks:
+                    eggroll = egg.EGGROLL(
+                        population,
+                        sigma=0.01,
+                        rank=rank,
+                        optimizer=optax.sgd(0.0),
+                        noise=args.noise,
+                    )
+                    egg_step, egg_state = generation_step(eggroll, width, depth)
+                    t_egg = time_call(lambda s=egg_step, st=egg_state: s(st), args.repeats)
+                    egg_bytes = xla_peak_bytes(egg_step, egg_state)
+                    row = {
+                        "model": model,
+                        "width": width,
+                        "population": population,
+                        "rank": rank,
+                        "eggroll_ms": round(1e3 * t_egg, 2),
+                        "openes_ms": round(1e3 * t_open, 2),
+                        "speedup": round(t_open / t_egg, 1),
+                        "eggroll_mib": round(egg_bytes / 2**20, 1),
+                        "openes_mib": round(open_bytes / 2**20, 1),
+                        "memory_ratio": round(open_bytes / egg_bytes, 1),
+                    }
+                    rows.append(row)
+                    print(
+                        f"{model:5s} width {width:5d} pop {population:5d} rank {rank}  "
+                        f"EGGROLL {row['eggroll_ms']:9.2f} ms {row['eggroll_mib']:8.1f} MiB  "
+                        f"OpenES {row['openes_ms']:10.2f} ms {row['openes_mib']:8.1f} MiB  "
+                        f"speedup {row['speedup']:6.1f}x  memory {row['memory_ratio']:5.1f}x",
+                        flush=True,
+                    )
+    return {
+        "benchmark": "lowrank-vs-naive",
+        "machine": machine_info(),
+        "noise": args.noise,
+        "rows": rows,
+    }
 
 
 def _egg_setup(population: int, width: int, layers: int, seq_len: int):
@@ -226,26 +296,31 @@ def vs_inference(args: argparse.Namespace) -> dict:
                 times.append(time.perf_counter() - start)
         return statistics.median(t_train), statistics.median(t_infer)
 
-    # MLP policy, the paper's 3 × 256, one observation per member.
+    # MLP policy, the paper's 3 × 256, one observation per member; both noise sources.
     config = mlp.MLPConfig((256, 256, 256))
     params = mlp.init_params(jax.random.key(0), 64, 8, config)
     obs = jax.random.normal(jax.random.key(1), (args.population, 64))
-    es = egg.EGGROLL(args.population, sigma=0.05, rank=1, optimizer=optax.sgd(1e-3))
-    state = es.init(jax.random.key(2), params)
     fitness = lambda view, x: jnp.sum(mlp.apply(view, x))  # noqa: E731
-    train = jax.jit(lambda s: es.step(s, fitness, obs, in_axes=0)[0])
     infer = jax.jit(jax.vmap(lambda x: jnp.sum(mlp.apply(params, x))))
-    t_train, t_infer = paired(lambda: train(state), lambda: infer(obs), args.repeats)
-    rows.append(
-        {
-            "model": "MLP 3x256 policy",
-            "members": args.population,
-            "tokens_per_member": 1,
-            "train_ms": round(1e3 * t_train, 2),
-            "inference_ms": round(1e3 * t_infer, 2),
-            "percent_of_inference": round(100 * t_infer / t_train, 1),
-        }
-    )
+    for source in ("keys", "table"):
+        es = egg.EGGROLL(
+            args.population, sigma=0.05, rank=1, optimizer=optax.sgd(1e-3), noise=source
+        )
+        state = es.init(jax.random.key(2), params)
+        train = jax.jit(lambda s, es=es: es.step(s, fitness, obs, in_axes=0)[0])
+        t_train, t_infer = paired(
+            lambda train=train, state=state: train(state), lambda: infer(obs), args.repeats
+        )
+        rows.append(
+            {
+                "model": f"MLP 3x256 policy, noise={source}",
+                "members": args.population,
+                "tokens_per_member": 1,
+                "train_ms": round(1e3 * t_train, 2),
+                "inference_ms": round(1e3 * t_infer, 2),
+                "percent_of_inference": round(100 * t_infer / t_train, 1),
+            }
+        )
 
     # EGG int8 LM, 100 tokens per member.
     for width in args.egg_widths:
@@ -280,7 +355,7 @@ def vs_inference(args: argparse.Namespace) -> dict:
         )
     for row in rows:
         print(
-            f"{row['model']:24s} N={row['members']:5d}  train {row['train_ms']:9.2f} ms  "
+            f"{row['model']:32s} N={row['members']:5d}  train {row['train_ms']:9.2f} ms  "
             f"inference {row['inference_ms']:9.2f} ms  {row['percent_of_inference']:5.1f}%",
             flush=True,
         )
@@ -297,15 +372,18 @@ def scaling(args: argparse.Namespace) -> dict:
 
     by_pop = []
     for n in args.populations:
-        es = egg.EGGROLL(n, sigma=0.01, rank=1, optimizer=optax.sgd(0.0))
+        es = egg.EGGROLL(n, sigma=0.01, rank=1, optimizer=optax.sgd(0.0), noise=args.noise)
         by_pop.append(generation_seconds(es, args.width, args.repeats))
     by_width = []
     for w in args.widths:
-        es = egg.EGGROLL(args.population, sigma=0.01, rank=1, optimizer=optax.sgd(0.0))
+        es = egg.EGGROLL(
+            args.population, sigma=0.01, rank=1, optimizer=optax.sgd(0.0), noise=args.noise
+        )
         by_width.append(generation_seconds(es, w, args.repeats))
     result = {
         "benchmark": "scaling",
         "machine": machine_info(),
+        "noise": args.noise,
         "population_sweep": {
             "width": args.width,
             "populations": args.populations,
@@ -491,8 +569,23 @@ def report(args: argparse.Namespace) -> dict:
     doc_path = Path(args.doc)
     doc = doc_path.read_text()
     renderers = {
-        "lowrank-vs-naive": lambda r: _table(
-            r["rows"], ["width", "population", "rank", "eggroll_ms", "openes_ms", "speedup"]
+        "lowrank-vs-naive": lambda r: (
+            f"Noise source for both: `{r.get('noise', 'keys')}`.\n\n"
+            + _table(
+                r["rows"],
+                [
+                    "model",
+                    "width",
+                    "population",
+                    "rank",
+                    "eggroll_ms",
+                    "openes_ms",
+                    "speedup",
+                    "eggroll_mib",
+                    "openes_mib",
+                    "memory_ratio",
+                ],
+            )
         ),
         "int-noise": lambda r: (
             _table(r["rows"], ["noise", "generation_ms", "state_noise_bytes"])
@@ -552,11 +645,14 @@ def report(args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("lowrank-vs-naive", help="EGGROLL vs OpenES generation time, one layer")
-    p.add_argument("--widths", type=int, nargs="+", default=[256, 1024])
-    p.add_argument("--population", type=int, default=1024)
-    p.add_argument("--rank", type=int, default=1)
+    p = sub.add_parser("lowrank-vs-naive", help="EGGROLL vs OpenES time and memory per generation")
+    p.add_argument("--models", nargs="+", default=["dense", "mlp3"], choices=["dense", "mlp3"])
+    p.add_argument("--widths", type=int, nargs="+", default=[256, 1024, 2048])
+    p.add_argument("--populations", type=int, nargs="+", default=[256, 1024, 4096])
+    p.add_argument("--ranks", type=int, nargs="+", default=[1, 4])
+    p.add_argument("--noise", choices=["keys", "table"], default="table")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--naive-repeats", type=int, default=1)
     p.set_defaults(run=lowrank_vs_naive)
     p = sub.add_parser("int-noise", help="integer EGGROLL: threefry noise vs noise table")
     p.add_argument("--population", type=int, default=512)
@@ -582,6 +678,7 @@ def main() -> None:
     p.add_argument("--widths", type=int, nargs="+", default=[128, 256, 512, 1024])
     p.add_argument("--population", type=int, default=1024)
     p.add_argument("--width", type=int, default=512)
+    p.add_argument("--noise", choices=["keys", "table"], default="table")
     p.add_argument("--repeats", type=int, default=5)
     p.set_defaults(run=scaling)
     p = sub.add_parser("vs-evosax", help="CartPole-v1: evosax Open_ES vs ours")
