@@ -78,6 +78,8 @@ class LMPretrainConfig:
             raise ValueError("--lr must be > 0; --warmup, --weight-decay, --clip ≥ 0")
         if self.compute_dtype not in llm.COMPUTE_DTYPES:
             raise ValueError(f"--compute-dtype must be one of {llm.COMPUTE_DTYPES}")
+        if not self.init_from:
+            self.model_config()  # shape errors (heads vs kv-heads, ...) at parse time
 
     def model_config(self) -> llm.LLMConfig:
         return llm.tiny_byte_config(
