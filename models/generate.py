@@ -94,8 +94,7 @@ def generate(
     params = llm.cast_params(params, config.dtype)
     stops = jnp.asarray(tuple(stop_tokens), jnp.int32)
 
-    cache = llm.init_cache(config, B, P + max_new_tokens)
-    logits, cache = llm.forward(params, config, prompt, prompt_mask, cache)
+    logits, cache = llm.prefill(params, config, prompt, prompt_mask, P + max_new_tokens)
 
     def emit(carry, logits):
         """Choose the token of step ``carry['step']`` and write it."""

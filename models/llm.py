@@ -307,10 +307,11 @@ def _transpose(w: Array | LowRank) -> Array | LowRank:
 class KVCache:
     """Keys and values of every layer for ``S`` preallocated slots.
 
-    ``k``, ``v``: ``(L, B, S, K, hd)`` in the compute dtype. ``valid``: ``(B, S)`` bool, the
-    slots holding a real (non-padding) token. ``positions``: ``(B,)`` int32, the rotary
-    position the row's next real token gets. ``length``: int32 scalar, slots written so far
-    (the same for every row: prompts are left-padded to one length).
+    ``k``, ``v``: ``(L, B, K, S, hd)`` in the compute dtype (head-major, see ``_attention``).
+    ``valid``: ``(B, S)`` bool, the slots holding a real (non-padding) token. ``positions``:
+    ``(B,)`` int32, the rotary position the row's next real token gets. ``length``: int32
+    scalar, slots written so far (the same for every row: prompts are left-padded to one
+    length).
     """
 
     k: Array
@@ -321,12 +322,12 @@ class KVCache:
 
     @property
     def max_len(self) -> int:
-        return self.k.shape[2]
+        return self.k.shape[3]
 
 
 def init_cache(config: LLMConfig, batch: int, max_len: int) -> KVCache:
     """An empty cache of ``max_len`` slots for ``batch`` rows (prompt + new tokens)."""
-    shape = (config.num_layers, batch, max_len, config.num_kv_heads, config.head_dim)
+    shape = (config.num_layers, batch, config.num_kv_heads, max_len, config.head_dim)
     return KVCache(
         k=jnp.zeros(shape, config.dtype),
         v=jnp.zeros(shape, config.dtype),
@@ -387,22 +388,37 @@ def _linear(x: Array, w: Any, b: Any = None) -> Array:
     return y
 
 
-def _attention(q: Array, keys: Array, values: Array, allowed: Array, config: LLMConfig) -> Array:
-    """``q (B, T, H, hd)``, ``keys/values (B, S, K, hd)``, ``allowed (B, T, S)`` →
-    ``(B, T, H·hd)``. Query head ``h`` reads key/value head ``h // group_size``."""
+def _attention(q: Array, parts: list[tuple[Array, Array, Array]], config: LLMConfig) -> Array:
+    """Softmax attention of ``q (B, T, H, hd)`` over one or more key/value ``parts``, each
+    ``(keys (B, K, S_i, hd), values (B, K, S_i, hd), allowed (B, T, S_i) bool)``; the softmax
+    runs over all parts together. Returns ``(B, T, H·hd)``; query head ``h`` reads key/value
+    head ``h // group_size``.
+
+    Decoding passes two parts: the cache as it was (read, never copied) and this call's new
+    keys. Keys are head-major (``K`` before ``S``) so each product is a plain batched GEMM
+    over ``(B, K)``; with a ``(B, S, K, hd)`` cache XLA transposed the whole cache every step.
+    """
     B, T = q.shape[:2]
     K, G, hd = config.num_kv_heads, config.group_size, config.head_dim
-    q = q.reshape(B, T, K, G, hd)
-    scores = jnp.einsum("btkgd,bskd->bkgts", q, keys, preferred_element_type=jnp.float32)
-    scores = jnp.where(allowed[:, None, None], scores / math.sqrt(hd), _MASKED)
-    probs = jax.nn.softmax(scores, axis=-1).astype(values.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, values)
-    return out.reshape(B, T, K * G * hd)
+    q = q.reshape(B, T, K, G, hd).transpose(0, 2, 3, 1, 4).reshape(B, K, G * T, hd)
+    scores = []
+    for keys, _, allowed in parts:
+        s = jnp.einsum("bkqd,bksd->bkqs", q, keys, preferred_element_type=jnp.float32)
+        s = s.reshape(B, K, G, T, -1) / math.sqrt(hd)
+        scores.append(jnp.where(allowed[:, None, None], s, _MASKED))
+    probs = jax.nn.softmax(jnp.concatenate(scores, axis=-1), axis=-1)
+    out, offset = 0.0, 0
+    for keys, values, _ in parts:
+        p = probs[..., offset : offset + keys.shape[2]].astype(values.dtype)
+        out = out + jnp.einsum("bkqs,bksd->bkqd", p.reshape(B, K, G * T, -1), values)
+        offset += keys.shape[2]
+    return out.reshape(B, K, G, T, hd).transpose(0, 3, 1, 2, 4).reshape(B, T, K * G * hd)
 
 
-def _block(x, layer, cos, sin, allowed, kv, index, config):
-    """One decoder block. ``kv``: ``None`` (keys are this call's tokens) or the layer's cache
-    ``(k, v)`` of ``(B, S, K, hd)``, written at slot ``index`` before attending."""
+def _block(x, layer, cos, sin, new_allowed, old, config):
+    """One decoder block on ``x (B, T, D)``. ``old``: ``None`` or ``(keys, values, allowed)``
+    of this layer's cache before this call. Returns ``(x, (k, v))`` with this call's keys and
+    values ``(B, K, T, hd)`` for the caller to write into the cache."""
     c = config
     B, T, _ = x.shape
     h = rms_norm(x, layer["attn_norm"], c.rms_norm_eps)
@@ -410,11 +426,9 @@ def _block(x, layer, cos, sin, allowed, kv, index, config):
     k = _linear(h, layer["wk"], layer.get("bk")).reshape(B, T, c.num_kv_heads, c.head_dim)
     v = _linear(h, layer["wv"], layer.get("bv")).reshape(B, T, c.num_kv_heads, c.head_dim)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-    if kv is not None:
-        k = jax.lax.dynamic_update_slice(kv[0], k.astype(kv[0].dtype), (0, index, 0, 0))
-        v = jax.lax.dynamic_update_slice(kv[1], v.astype(kv[1].dtype), (0, index, 0, 0))
-    out = _attention(q, k, v, allowed, c)
-    x = x + _linear(out, layer["wo"], layer.get("bo"))
+    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # (B, K, T, hd)
+    parts = [(k, v, new_allowed)] if old is None else [old, (k, v, new_allowed)]
+    x = x + _linear(_attention(q, parts, c), layer["wo"], layer.get("bo"))
     h = rms_norm(x, layer["mlp_norm"], c.rms_norm_eps)
     gate = jax.nn.silu(_linear(h, layer["w_gate"]))
     x = x + _linear(gate * _linear(h, layer["w_up"]), layer["w_down"])
@@ -422,6 +436,45 @@ def _block(x, layer, cos, sin, allowed, kv, index, config):
 
 
 # ------------------------------------------------------------------------------ forward
+def _decode_layers(params, c, tokens, mask, start, index, old):
+    """Embedding, blocks and head. ``start (B,)``: rotary position of each row's first real
+    token; ``index``: the slot of ``tokens[:, 0]``; ``old``: ``None`` or
+    ``(k, v (L, B, K, S, hd), valid (B, S))`` of the cache before this call. Returns
+    ``(logits (B, T, V) float32, k_new, v_new (L, B, K, T, hd))``."""
+    T = tokens.shape[1]
+    params = cast_params(params, c.dtype)
+    positions = jnp.maximum(start[:, None] + jnp.cumsum(mask, axis=1, dtype=jnp.int32) - 1, 0)
+    cos, sin = rope_angles(positions, c)
+    q_slots = index + jnp.arange(T)
+
+    def allowed(k_slots, key_valid):  # (B, T, S): causal, real keys, inside the window
+        ok = (k_slots[None, :] <= q_slots[:, None])[None] & key_valid[:, None, :]
+        if c.sliding_window is not None:
+            ok &= (q_slots[:, None] - k_slots[None, :] < c.sliding_window)[None]
+        return ok
+
+    new_allowed = allowed(q_slots, mask)
+    x = egg.nn.embed(tokens, params["embed"]).astype(c.dtype)
+    if old is None:
+
+        def body(x, layer):
+            return _block(x, layer, cos, sin, new_allowed, None, c)
+
+        x, (k_new, v_new) = jax.lax.scan(body, x, params["layers"])
+    else:
+        k_cache, v_cache, valid = old
+        old_allowed = allowed(jnp.arange(k_cache.shape[3]), valid)
+
+        def body(x, xs):
+            layer, k_old, v_old = xs
+            return _block(x, layer, cos, sin, new_allowed, (k_old, v_old, old_allowed), c)
+
+        x, (k_new, v_new) = jax.lax.scan(body, x, (params["layers"], k_cache, v_cache))
+    x = rms_norm(x, params["final_norm"], c.rms_norm_eps)
+    head = _transpose(params["embed"]) if c.tie_embeddings else params["lm_head"]
+    return egg.nn.dense(x, head).astype(jnp.float32), k_new, v_new
+
+
 def forward(
     params: Any,
     config: LLMConfig,
@@ -442,59 +495,54 @@ def forward(
     Returns ``(logits (B, T, V) float32, cache)`` (the updated cache, or ``None``). Rotary
     positions count real tokens only, so a left-padded row gets the same positions as the
     unpadded prompt. Logits at padding positions are meaningless.
+
+    With a cache, each layer attends to the cache as it was plus this call's keys, and the
+    new keys/values of all layers are written after the layer scan in one
+    ``dynamic_update_slice`` (in place inside a decode loop); writing inside the scan made XLA
+    copy the cache per layer. Start a cache with :func:`prefill`.
     """
-    c = config
     B, T = tokens.shape
     mask = jnp.ones((B, T), bool) if mask is None else mask.astype(bool)
-    params = cast_params(params, c.dtype)
-    start = jnp.zeros((B,), jnp.int32) if cache is None else cache.positions
-    positions = jnp.maximum(start[:, None] + jnp.cumsum(mask, axis=1, dtype=jnp.int32) - 1, 0)
-    cos, sin = rope_angles(positions, c)
-    index = jnp.zeros((), jnp.int32) if cache is None else cache.length
-    q_slots = index + jnp.arange(T)
     if cache is None:
-        key_valid, k_slots = mask, jnp.arange(T)
-    else:
-        key_valid = jax.lax.dynamic_update_slice(cache.valid, mask, (0, index))
-        k_slots = jnp.arange(cache.max_len)
-    allowed = (k_slots[None, :] <= q_slots[:, None])[None] & key_valid[:, None, :]
-    if c.sliding_window is not None:
-        allowed &= (q_slots[:, None] - k_slots[None, :] < c.sliding_window)[None]
+        zero = jnp.zeros((), jnp.int32)
+        logits, _, _ = _decode_layers(params, config, tokens, mask, zero[None], zero, None)
+        return logits, None
+    index = cache.length
+    old = (cache.k, cache.v, cache.valid)
+    logits, k_new, v_new = _decode_layers(params, config, tokens, mask, cache.positions, index, old)
+    write = (0, 0, 0, index, 0)
+    return logits, KVCache(
+        k=jax.lax.dynamic_update_slice(cache.k, k_new.astype(cache.k.dtype), write),
+        v=jax.lax.dynamic_update_slice(cache.v, v_new.astype(cache.v.dtype), write),
+        valid=jax.lax.dynamic_update_slice(cache.valid, mask, (0, index)),
+        positions=cache.positions + jnp.sum(mask, axis=1, dtype=jnp.int32),
+        length=index + T,
+    )
 
-    x = egg.nn.embed(tokens, params["embed"]).astype(c.dtype)
-    layer_ids = jnp.arange(c.num_layers)
-    if cache is None:
 
-        def body(x, xs):
-            layer, _ = xs
-            x, _ = _block(x, layer, cos, sin, allowed, None, index, c)
-            return x, None
+def prefill(
+    params: Any, config: LLMConfig, tokens: Array, mask: Array | None, max_len: int
+) -> tuple[Array, KVCache]:
+    """``forward`` of a prompt batch into a fresh cache of ``max_len ≥ T`` slots.
 
-        x, _ = jax.lax.scan(body, x, (params["layers"], layer_ids))
-        new_cache = None
-    else:
-
-        def body(carry, xs):
-            x, ks, vs = carry
-            layer, l = xs
-            kv = (ks[l], vs[l])
-            x, (k, v) = _block(x, layer, cos, sin, allowed, kv, index, c)
-            ks = jax.lax.dynamic_update_index_in_dim(ks, k, l, 0)
-            vs = jax.lax.dynamic_update_index_in_dim(vs, v, l, 0)
-            return (x, ks, vs), None
-
-        (x, ks, vs), _ = jax.lax.scan(body, (x, cache.k, cache.v), (params["layers"], layer_ids))
-        new_cache = KVCache(
-            k=ks,
-            v=vs,
-            valid=key_valid,
-            positions=start + jnp.sum(mask, axis=1, dtype=jnp.int32),
-            length=index + T,
-        )
-    x = rms_norm(x, params["final_norm"], c.rms_norm_eps)
-    head = _transpose(params["embed"]) if c.tie_embeddings else params["lm_head"]
-    logits = egg.nn.dense(x, head).astype(jnp.float32)
-    return logits, new_cache
+    The same as ``forward(..., cache=init_cache(config, B, max_len))`` but attends only within
+    the prompt (an empty cache has nothing to attend to, and XLA would constant-fold it).
+    """
+    B, T = tokens.shape
+    if max_len < T:
+        raise ValueError(f"max_len={max_len} is shorter than the prompt ({T} tokens)")
+    mask = jnp.ones((B, T), bool) if mask is None else mask.astype(bool)
+    zero = jnp.zeros((), jnp.int32)
+    logits, k_new, v_new = _decode_layers(params, config, tokens, mask, zero[None], zero, None)
+    cache = init_cache(config, B, max_len)
+    write = (0, 0, 0, 0, 0)
+    return logits, KVCache(
+        k=jax.lax.dynamic_update_slice(cache.k, k_new.astype(cache.k.dtype), write),
+        v=jax.lax.dynamic_update_slice(cache.v, v_new.astype(cache.v.dtype), write),
+        valid=jax.lax.dynamic_update_slice(cache.valid, mask, (0, 0)),
+        positions=jnp.sum(mask, axis=1, dtype=jnp.int32),
+        length=jnp.asarray(T, jnp.int32),
+    )
 
 
 def token_logprobs(logits: Array, targets: Array) -> Array:
