@@ -75,7 +75,10 @@ def test_member_view_equals_materialised_weights(population):
     want, _ = forward(egg.materialize(view), config, ids, mask)
     plain, _ = forward(state.params, config, ids, mask)
     valid = mask[..., None]
-    np.testing.assert_allclose(np.where(valid, got, 0), np.where(valid, want, 0), atol=1e-5)
+    # fp32 rounding of x@W + s(x@A)Bᵀ vs x@(W + sABᵀ): within 1e-5 relative to logits ~ 3
+    np.testing.assert_allclose(
+        np.where(valid, got, 0), np.where(valid, want, 0), rtol=1e-5, atol=1e-5
+    )
     assert np.max(np.abs(np.where(valid, got - plain, 0))) > 1e-3  # the perturbation is real
 
 
