@@ -40,15 +40,25 @@ def test_left_padding_gives_the_unpadded_logits():
     np.testing.assert_allclose(padded[1, pad:], alone[0], atol=1e-5)
 
 
-@pytest.mark.parametrize("chunks", [(7, 1, 1, 1), (4, 3, 3)])
-def test_kv_cache_decoding_equals_full_forward(chunks):
+prefill = jax.jit(llm.prefill, static_argnums=(1, 4))
+
+
+@pytest.mark.parametrize("chunks, first", [((7, 1, 1, 1), "prefill"), ((4, 3, 3), "empty cache")])
+def test_kv_cache_decoding_equals_full_forward(chunks, first):
+    """Prefill (or a forward into an empty cache), then decode chunk by chunk: the logits at
+    every position equal the full forward pass's."""
     params, config, ids, mask, _ = llm_fixtures.load("qwen2")
     full, _ = forward(params, config, ids, mask)
-    cache = llm.init_cache(config, ids.shape[0], ids.shape[1] + 2)  # spare slots stay unused
+    max_len = ids.shape[1] + 2  # spare slots stay unused
     start = 0
-    for size in chunks:
+    for i, size in enumerate(chunks):
         part = slice(start, start + size)
-        logits, cache = forward(params, config, ids[:, part], mask[:, part], cache)
+        if i == 0 and first == "prefill":
+            logits, cache = prefill(params, config, ids[:, part], mask[:, part], max_len)
+        else:
+            if i == 0:
+                cache = llm.init_cache(config, ids.shape[0], max_len)
+            logits, cache = forward(params, config, ids[:, part], mask[:, part], cache)
         valid = mask[:, part, None]
         np.testing.assert_allclose(
             np.where(valid, logits, 0), np.where(valid, full[:, part], 0), atol=1e-5
@@ -56,6 +66,8 @@ def test_kv_cache_decoding_equals_full_forward(chunks):
         start += size
     assert int(cache.length) == ids.shape[1]
     np.testing.assert_array_equal(cache.positions, mask.sum(1))
+    np.testing.assert_array_equal(cache.valid[:, : ids.shape[1]], mask)
+    assert not np.any(cache.valid[:, ids.shape[1] :])
 
 
 @pytest.fixture(scope="module", params=["qwen2", "llama"])
