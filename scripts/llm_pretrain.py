@@ -145,14 +145,14 @@ def run(cfg: LMPretrainConfig) -> dict[str, Any]:
     log = JsonlLog(run_dir / "metrics.jsonl")
     log.path.unlink(missing_ok=True)
     bar = tqdm(total=cfg.steps, disable=not cfg.progress, unit="step", dynamic_ncols=True)
-    timing = {"start": None, "first_step": 0}
+    timing = {"compiled_at": None, "seconds": 0.0, "steps": 0}  # training only, no compile
     last_valid = [float("nan")]
     optimizer = make_optimizer(cfg)
 
     def callback(step: int, loss) -> None:
-        if timing["start"] is None:  # step 1 compiles; time from here
+        if timing["compiled_at"] is None:  # step 1 compiles; time from its end
             jax.block_until_ready(loss)
-            timing["start"], timing["first_step"] = time.perf_counter(), step
+            timing["compiled_at"] = time.perf_counter()
         if step % cfg.log_every == 0 or step == cfg.steps:
             bits = float(loss) / math.log(2)
             tokens = step * cfg.batch_size * cfg.seq_len
@@ -165,6 +165,8 @@ def run(cfg: LMPretrainConfig) -> dict[str, Any]:
     opt_state = None
     while done < train_steps:  # train in segments between validations
         segment = min(cfg.valid_every - done % cfg.valid_every, train_steps - done)
+        first = timing["compiled_at"] is None
+        started = time.perf_counter()
         result = lm_train.train_lm(
             params,
             config,
@@ -175,11 +177,13 @@ def run(cfg: LMPretrainConfig) -> dict[str, Any]:
             callback=lambda s, loss, base=done: callback(base + s, loss),
         )
         params, opt_state, done = result.params, result.opt_state, done + segment
+        jax.block_until_ready(params)
+        timing["seconds"] += time.perf_counter() - (timing["compiled_at"] if first else started)
+        timing["steps"] += segment - 1 if first else segment
         last_valid[0] = validate(params)
         log.write({"step": done, "valid_bits_per_byte": last_valid[0]})
     bar.close()
-    train_seconds = time.perf_counter() - timing["start"] if timing["start"] else 0.0
-    timed = cfg.steps - timing["first_step"]
+    train_seconds, timed = timing["seconds"], timing["steps"]
     hf.save(model_dir, params, config, tokenizer)
     records = [json.loads(line) for line in log.path.read_text().splitlines()]
     recent = [r["train_bits_per_byte"] for r in records if "train_bits_per_byte" in r][-5:]
