@@ -6,6 +6,7 @@
     python scripts/bench.py vs-inference       # training as a share of inference throughput
     python scripts/bench.py scaling            # time per generation vs population and width
     python scripts/bench.py vs-evosax          # CartPole: evosax Open_ES vs ours (extra: bench)
+    python scripts/bench.py llm-decode         # LLM decoding: N members vs the plain model
     python scripts/bench.py report             # rewrite docs/BENCHMARKS.md from results/*.json
 
 Results go to ``results/<subcommand>.json`` (ignored by git); docs/BENCHMARKS.md records them
@@ -536,6 +537,74 @@ def _solve(name, step, state, mean_of, eval_mean, args) -> dict:
     }
 
 
+def llm_decode(args: argparse.Namespace) -> dict:
+    """Generated tokens/s of N EGGROLL members decoding together (each its own low-rank
+    perturbation, all sharing one prompt batch, one ``vmap`` over members) against the
+    unperturbed model decoding the same number of sequences (the prompt batch tiled N times).
+    Prefill and the whole decode loop are timed; no stop tokens, so every row runs to the end."""
+    import functools
+
+    from eggroll.models import generate as gen
+    from eggroll.models import llm
+
+    config = llm.tiny_byte_config(compute_dtype=args.compute_dtype)
+    params = llm.init_params(jax.random.key(0), config)
+    prompt = jax.random.randint(jax.random.key(1), (args.batch, args.prompt_len), 0, 256)
+    key = jax.random.key(2)
+    run = functools.partial(
+        gen.generate,
+        config=config,
+        prompt_mask=None,
+        key=key,
+        max_new_tokens=args.new_tokens,
+        temperature=args.temperature,
+    )
+    rows = []
+    for n in args.members:
+        # EGGROLL needs an even population >= 2; N = 1 evaluates member 0 of a pair.
+        es = egg.EGGROLL(max(2, n + n % 2), sigma=0.01, rank=args.rank, leaf_rule=llm.leaf_rule)
+        state = es.init(jax.random.key(3), params)
+        members = jnp.arange(n, dtype=jnp.int32)
+
+        def population(state, es=es, members=members):
+            return jax.vmap(lambda i: run(es.member(state, i), prompt=prompt).tokens)(members)
+
+        population = jax.jit(population)
+        tiled = jnp.tile(prompt, (n, 1))
+        plain = jax.jit(lambda p, tiled=tiled: run(p, prompt=tiled).tokens)
+        t_pop = time_call(
+            lambda population=population, state=state: population(state), args.repeats
+        )
+        t_plain = time_call(lambda plain=plain: plain(params), args.repeats)
+        tokens = n * args.batch * args.new_tokens
+        row = {
+            "members": n,
+            "sequences": n * args.batch,
+            "eggroll_tok_s": round(tokens / t_pop, 1),
+            "plain_tok_s": round(tokens / t_plain, 1),
+            "eggroll_ms": round(1e3 * t_pop, 1),
+            "plain_ms": round(1e3 * t_plain, 1),
+            "eggroll_vs_plain": round(t_plain / t_pop, 3),
+        }
+        rows.append(row)
+        print(
+            f"N={n:4d}  sequences {row['sequences']:5d}  EGGROLL {row['eggroll_tok_s']:10.1f} "
+            f"tok/s  plain {row['plain_tok_s']:10.1f} tok/s  ratio {row['eggroll_vs_plain']:.2f}",
+            flush=True,
+        )
+    return {
+        "benchmark": "llm-decode",
+        "machine": machine_info(),
+        "model": f"tiny byte LLM ({llm.count_params(params):,} params, {config.compute_dtype})",
+        "prompt_batch": args.batch,
+        "prompt_len": args.prompt_len,
+        "new_tokens": args.new_tokens,
+        "temperature": args.temperature,
+        "rank": args.rank,
+        "rows": rows,
+    }
+
+
 COMMANDS = {
     "lowrank-vs-naive": "python scripts/bench.py lowrank-vs-naive",
     "int-noise": "python scripts/bench.py int-noise",
@@ -543,6 +612,7 @@ COMMANDS = {
     "vs-inference": "python scripts/bench.py vs-inference",
     "scaling": "python scripts/bench.py scaling",
     "vs-evosax": "python scripts/bench.py vs-evosax",
+    "llm-decode": "python scripts/bench.py llm-decode",
 }
 
 
@@ -625,6 +695,23 @@ def report(args: argparse.Namespace) -> dict:
         "vs-evosax": lambda r: _table(
             r["rows"], ["strategy", "ms_per_generation", "solved", "generations_run"]
         ),
+        "llm-decode": lambda r: (
+            f"{r['model']}; prompt batch {r['prompt_batch']} × {r['prompt_len']} tokens, "
+            f"{r['new_tokens']} new tokens per sequence, temperature {r['temperature']}, "
+            f"rank {r['rank']}.\n\n"
+            + _table(
+                r["rows"],
+                [
+                    "members",
+                    "sequences",
+                    "eggroll_tok_s",
+                    "plain_tok_s",
+                    "eggroll_ms",
+                    "plain_ms",
+                    "eggroll_vs_plain",
+                ],
+            )
+        ),
     }
     updated = []
     for name, render in renderers.items():
@@ -685,6 +772,16 @@ def main() -> None:
     p.add_argument("--population", type=int, default=256)
     p.add_argument("--generations", type=int, default=200)
     p.set_defaults(run=vs_evosax)
+    p = sub.add_parser("llm-decode", help="LLM decoding: N members vs the unperturbed model")
+    p.add_argument("--members", type=int, nargs="+", default=[1, 8, 32, 128])
+    p.add_argument("--batch", type=int, default=4, help="prompts shared by every member")
+    p.add_argument("--prompt-len", type=int, default=32)
+    p.add_argument("--new-tokens", type=int, default=32)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--rank", type=int, default=1)
+    p.add_argument("--compute-dtype", default="float32")
+    p.add_argument("--repeats", type=int, default=5)
+    p.set_defaults(run=llm_decode)
     p = sub.add_parser("report", help="rewrite docs/BENCHMARKS.md sections from results/")
     p.add_argument("--doc", default=str(RESULTS.parent / "docs" / "BENCHMARKS.md"))
     p.set_defaults(run=report)
