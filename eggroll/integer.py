@@ -14,7 +14,7 @@ The update: each antithetic pair ``p`` gets ``F_p = sign(f_{2p} − f_{2p+1})``;
 hypothesis (fitness independent of the noise) ``Z_ij`` has mean 0 and standard deviation
 ``√(#{F_p ≠ 0} · r) · E[a²]``; a weight moves by ``sign(Z_ij)`` where ``|Z_ij|`` passes the
 two-sided threshold ``z_{1−α/2}`` of that null, so about a fraction ``α`` of weights would move by
-chance; real signal moves more. ``α_t = alpha / (alpha_decay · t + 1)``.
+chance; real signal moves more. ``α_t = alpha / (alpha_decay · t + 1)^alpha_power``.
 
 With ``error_feedback=True`` the score a weight did not act on is kept: an int32 residual
 ``R ← R + Z`` per weight, a weight moves by ``sign(R)`` once ``|R|`` passes
@@ -118,7 +118,10 @@ def embed(ids: Array, table: Array | IntLowRank) -> Array:
     """Row gather ``table[ids]`` of an int8 ``(vocab, d)`` table → int8 ``(*ids.shape, d)``."""
     if not _is_int_view(table):
         return table[ids]
-    rows = jnp.einsum("...r,or->...o", table.a[ids], table.b, preferred_element_type=jnp.int32)
+    a_rows = table.a[ids].astype(jnp.int32)  # (*ids.shape, r)
+    rows = 0
+    for k in range(table.a.shape[-1]):  # broadcast products fuse into one pass (small rank)
+        rows = rows + a_rows[..., k : k + 1] * table.b[:, k].astype(jnp.int32)
     delta = shift_round(rows, 4 + table.sigma_shift) * table.sign
     return saturate(table.base[ids].astype(jnp.int32) + delta)
 
@@ -151,8 +154,10 @@ class IntEGGROLL(PopulationStrategy):
       population_size: members N (even: antithetic pairs are required).
       rank: rank r of each member's perturbation.
       sigma_shift: perturbations are ``A Bᵀ >> (4 + sigma_shift)`` (σ = 2^-sigma_shift).
-      alpha, alpha_decay: target fraction of weights moved by chance,
-        ``α_t = alpha / (alpha_decay · t + 1)``; ``0 < alpha ≤ 1``.
+      alpha, alpha_decay, alpha_power: target fraction of weights moved by chance,
+        ``α_t = alpha / (alpha_decay · t + 1)^alpha_power``; ``0 < alpha ≤ 1``. The paper's
+        schedule is ``alpha_power = 1``; with ``error_feedback`` the step size goes as ``√α_t``,
+        so ``alpha_power = 2`` gives the ``1/t`` decay of SGD.
       noise_reuse: noise changes every ``noise_reuse`` generations.
       error_feedback: keep the scores below the threshold and add them to the next
         generation's (see module docstring); ``False`` is the memoryless Z-test.
@@ -175,6 +180,7 @@ class IntEGGROLL(PopulationStrategy):
         sigma_shift: int = 4,
         alpha: float = 1.0,
         alpha_decay: float = 0.015,
+        alpha_power: float = 1.0,
         noise_reuse: int = 1,
         error_feedback: bool = False,
         noise: str = "table",
@@ -200,6 +206,8 @@ class IntEGGROLL(PopulationStrategy):
             raise ValueError(f"alpha must be in (0, 1], got {alpha!r}")
         if not (isinstance(alpha_decay, (int, float)) and alpha_decay >= 0):
             raise ValueError(f"alpha_decay must be ≥ 0, got {alpha_decay!r}")
+        if not (isinstance(alpha_power, (int, float)) and alpha_power > 0):
+            raise ValueError(f"alpha_power must be > 0, got {alpha_power!r}")
         if noise not in ("keys", "table"):
             raise ValueError(f"noise must be 'keys' or 'table', got {noise!r}")
         check_positive_int("table_size", table_size, 1024)
@@ -214,6 +222,7 @@ class IntEGGROLL(PopulationStrategy):
         self.sigma_shift = sigma_shift
         self.alpha = float(alpha)
         self.alpha_decay = float(alpha_decay)
+        self.alpha_power = float(alpha_power)
         self.error_feedback = bool(error_feedback)
         self.noise = noise
         self.table_size = table_size
@@ -227,6 +236,7 @@ class IntEGGROLL(PopulationStrategy):
             "sigma_shift": self.sigma_shift,
             "alpha": self.alpha,
             "alpha_decay": self.alpha_decay,
+            "alpha_power": self.alpha_power,
             "error_feedback": self.error_feedback,
             "noise": self.noise,
             "table_size": self.table_size if self.noise == "table" else None,
@@ -295,7 +305,8 @@ class IntEGGROLL(PopulationStrategy):
     # ------------------------------------------------------------------ the update
     def alpha_at(self, generation: Array) -> Array:
         """α_t, the fraction of weights that would move by chance at generation t."""
-        return self.alpha / (self.alpha_decay * generation.astype(jnp.float32) + 1.0)
+        base = self.alpha_decay * generation.astype(jnp.float32) + 1.0
+        return self.alpha / base**self.alpha_power
 
     def tell(self, state: IntState, fitness: Array) -> tuple[IntState, dict[str, Array]]:
         """``fitness (N,)``, higher is better (int or float; only pair comparisons are used).

@@ -136,10 +136,14 @@ class PopulationStrategy(abc.ABC):
         Low-rank leaves become view leaves (:class:`eggroll.LowRank` or its integer twin),
         full-rank leaves perturbed arrays, frozen leaves stay as they are.
         """
+        index, sign = noise.noise_index_and_sign(member, self.antithetic)
+        return self._view(state, index, sign)
+
+    def _view(self, state: Any, index: Array, sign: Array) -> Any:
+        """The parameters perturbed by noise draw ``index`` with sign ``sign`` (±1)."""
         specs = self.leaf_specs(state.params)
         leaves, treedef = jax.tree_util.tree_flatten(state.params)
         epoch = state.generation // self.noise_reuse
-        index, sign = noise.noise_index_and_sign(member, self.antithetic)
         out = []
         for spec, leaf in zip(specs, leaves, strict=True):
             if spec.kind == "frozen":
@@ -197,28 +201,62 @@ class PopulationStrategy(abc.ABC):
         shared = [None if axis == 0 else arg for arg, axis in zip(args, in_axes, strict=True)]
         mapped = [arg for arg, axis in zip(args, in_axes, strict=True) if axis == 0]
 
-        def one(member, member_args):
+        def one(index, sign, member_args):
             it = iter(member_args)
             full_args = [
                 next(it) if axis == 0 else s for s, axis in zip(shared, in_axes, strict=True)
             ]
-            out = fitness_fn(self.member(state, member), *full_args)
+            out = fitness_fn(self._view(state, index, sign), *full_args)
             score, aux = out if has_aux else (out, None)
             score = jnp.asarray(score)
             if score.shape != ():
                 raise ValueError(f"fitness_fn must return a scalar per member, got {score.shape}")
             return score.astype(self.score_dtype), aux
 
-        members = jnp.arange(self.population_size, dtype=jnp.int32)
-        if self.mesh is not None:  # split members (and their data) over devices
+        # The unit of evaluation is a noise draw: with antithetic sampling a draw's two members
+        # (signs +1, −1) are an inner vmap of size 2, so the draw's noise, which does not
+        # depend on the sign, is generated once for both.
+        devices = 1 if self.mesh is None else self.mesh.devices.size
+        paired = self.antithetic and (self.population_size // 2) % devices == 0
+        per_unit = 2 if paired else 1
+        units = self.population_size // per_unit
+        draws = jnp.arange(units, dtype=jnp.int32)
+
+        def unit(draw, unit_args):
+            if paired:
+                signs = jnp.array([1, -1], jnp.int32)
+                return jax.vmap(lambda sign, a: one(draw, sign, a))(signs, unit_args)
+            index, sign = noise.noise_index_and_sign(draw, self.antithetic)
+            return one(index, sign, unit_args)
+
+        def split(x, parts):
+            return x.reshape(parts, x.shape[0] // parts, *x.shape[1:])
+
+        def merge(x):
+            return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
+
+        if paired:
+            mapped = jax.tree_util.tree_map(lambda x: split(x, units), mapped)
+        if self.mesh is not None:  # split draws (and their members' data) over devices
             sharding = distributed.member_sharding(self.mesh)
-            members, mapped = jax.lax.with_sharding_constraint((members, mapped), sharding)
+            draws, mapped = jax.lax.with_sharding_constraint((draws, mapped), sharding)
         if self.eval_batch_size is None:
-            scores, aux = jax.vmap(one)(members, mapped)
+            out = jax.vmap(unit)(draws, mapped)
         else:
-            scores, aux = jax.lax.map(
-                lambda xs: one(*xs), (members, mapped), batch_size=self.eval_batch_size
-            )
+            # Slices of draws in a loop, each slice one vmap: activations of a slice stay in
+            # cache (or in memory at all). With several devices the loop runs per device over
+            # its own draws: (devices, draws per device) with the device axis vmapped.
+            grouped = jax.tree_util.tree_map(lambda x: split(x, devices), (draws, mapped))
+            if self.mesh is not None:
+                grouped = jax.lax.with_sharding_constraint(grouped, sharding)
+            batch = max(1, self.eval_batch_size // per_unit)
+            out = jax.vmap(
+                lambda d, a: jax.lax.map(lambda xs: unit(*xs), (d, a), batch_size=batch)
+            )(*grouped)
+            out = jax.tree_util.tree_map(merge, out)
+        if paired:
+            out = jax.tree_util.tree_map(merge, out)
+        scores, aux = out
         return (scores, aux) if has_aux else scores
 
 

@@ -142,6 +142,21 @@ def loss_bits(
     return jnp.sum(bits), new_hidden
 
 
+def batch_loss_bits(
+    params: dict[str, Any], tokens: Array, resets: Array, hidden: Array, slice_size: int = 32
+) -> tuple[Array, Array]:
+    """:func:`loss_bits` of the unperturbed model for a batch of streams.
+
+    ``tokens (B, T + 1)``, ``resets (B, T)``, ``hidden (B, L, d)`` → ``(int32 (B,), hidden)``.
+    Streams are evaluated ``slice_size`` at a time (a loop of vmaps): the same numbers as one
+    vmap over all ``B``, but each slice's activations stay in cache, which on a CPU is several
+    times faster for a few hundred streams (``0``: one vmap).
+    """
+    return jax.lax.map(
+        lambda xs: loss_bits(params, *xs), (tokens, resets, hidden), batch_size=slice_size
+    )
+
+
 def fitness(
     params: dict[str, Any], tokens: Array, resets: Array, hidden: Array
 ) -> tuple[Array, Array]:

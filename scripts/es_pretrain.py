@@ -16,6 +16,7 @@ bar while training, and at exit one line of JSON (also ``summary.json`` in the r
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import sys
 import time
@@ -63,9 +64,13 @@ class PretrainConfig(ClusterFlags):
     rank: int = arg(1, "rank of each member's perturbation")
     sigma_shift: int = arg(4, "perturbation scale σ = 2^-sigma_shift")
     alpha: float = arg(1.0, "initial fraction of weights moved by chance per step")
-    alpha_decay: float = arg(0.005, "alpha_t = alpha / (alpha_decay * t + 1)")
+    alpha_decay: float = arg(0.005, "alpha_t = alpha / (alpha_decay * t + 1) ** alpha_power")
+    alpha_power: float = arg(1.0, "exponent of the alpha schedule")
     noise_reuse: int = arg(1, "generations that share one noise draw")
     error_feedback: bool = arg(False, "keep sub-threshold scores for later steps")
+    member_batch: int = arg(
+        32, "members evaluated at once, slices in a loop (keeps activations in cache); 0: all"
+    )
     group_state: bool = arg(
         False, "members of a group carry their mean recurrent state (≈ the unperturbed one)"
     )
@@ -107,8 +112,8 @@ class PretrainConfig(ClusterFlags):
                 f"--population {self.population} is not a multiple of --group-size "
                 f"{self.group_size}"
             )
-        if self.minutes < 0 or self.final_valid_bytes < 0:
-            raise ValueError("--minutes and --final-valid-bytes must be ≥ 0")
+        if self.minutes < 0 or self.final_valid_bytes < 0 or self.member_batch < 0:
+            raise ValueError("--minutes, --final-valid-bytes and --member-batch must be ≥ 0")
         if self.noise not in ("keys", "table"):
             raise ValueError("--noise must be 'keys' or 'table'")
 
@@ -124,9 +129,11 @@ def make_strategy(cfg: PretrainConfig) -> integer.IntEGGROLL:
         sigma_shift=cfg.sigma_shift,
         alpha=cfg.alpha,
         alpha_decay=cfg.alpha_decay,
+        alpha_power=cfg.alpha_power,
         noise_reuse=cfg.noise_reuse,
         error_feedback=cfg.error_feedback,
         noise=cfg.noise,
+        eval_batch_size=cfg.member_batch or None,
     )
 
 
@@ -169,11 +176,9 @@ def make_train_step(es: integer.IntEGGROLL, group_size: int, group_state: bool =
     return jax.jit(train_step)
 
 
-@jax.jit
-def _valid_batch(params, tokens, resets, hidden):
-    total, hidden = jax.vmap(egg_model.loss_bits, in_axes=(None, 0, 0, 0))(
-        params, tokens, resets, hidden
-    )
+@functools.partial(jax.jit, static_argnums=4)
+def _valid_batch(params, tokens, resets, hidden, slice_size):
+    total, hidden = egg_model.batch_loss_bits(params, tokens, resets, hidden, slice_size)
     return jnp.sum(total), hidden
 
 
@@ -187,7 +192,9 @@ def validate(params: Any, corpus: text.Corpus, cfg: PretrainConfig, max_bytes: i
     for tokens, resets in text.validation_batches(
         corpus.valid, corpus.valid_doc_starts, streams, cfg.seq_len, max_bytes or None
     ):
-        bits, hidden = _valid_batch(params, jnp.asarray(tokens), jnp.asarray(resets), hidden)
+        bits, hidden = _valid_batch(
+            params, jnp.asarray(tokens), jnp.asarray(resets), hidden, cfg.member_batch
+        )
         total += int(bits)
         count += resets.size
     if count == 0:
@@ -196,15 +203,16 @@ def validate(params: Any, corpus: text.Corpus, cfg: PretrainConfig, max_bytes: i
 
 
 def side_by_side(
-    train_step, state, hidden, tokens, resets, group_size: int, repeats: int = 7
+    train_step, state, hidden, tokens, resets, group_size: int, slice_size: int, repeats: int = 7
 ) -> tuple[float, float]:
     """Tokens/s of a full training step and of plain batched inference (the unperturbed model
-    on the same member tokens), timed alternately in one loop; medians of ``repeats``.
+    on the same member tokens, in the same slices of ``slice_size`` streams), timed alternately
+    in one loop; medians of ``repeats``.
 
     The training steps run on copies: the run's state is not advanced."""
     member_tokens = jnp.repeat(tokens, group_size, axis=0)
     member_resets = jnp.repeat(resets, group_size, axis=0)
-    forward = jax.jit(jax.vmap(egg_model.loss_bits, in_axes=(None, 0, 0, 0)))
+    forward = jax.jit(functools.partial(egg_model.batch_loss_bits, slice_size=slice_size))
     train = lambda: train_step(state, hidden, tokens, resets)  # noqa: E731
     infer = lambda: forward(state.params, member_tokens, member_resets, hidden)  # noqa: E731
     jax.block_until_ready((train(), infer()))
@@ -358,7 +366,9 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
     records = read_jsonl(log.path)
     recent = [r["train_bits_per_byte"] for r in records if "train_bits_per_byte" in r][-10:]
     probe = batch()  # a fresh batch: the saved stream position is untouched
-    step_speed, inference = side_by_side(train_step, state, hidden, *probe, cfg.group_size)
+    step_speed, inference = side_by_side(
+        train_step, state, hidden, *probe, cfg.group_size, cfg.member_batch
+    )
     training = cfg.population * cfg.seq_len * timed_steps / max(train_seconds, 1e-9)
     summary = {
         "valid_bits_per_byte": round(final_valid, 4),
