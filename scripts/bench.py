@@ -16,6 +16,7 @@ with the command that produced them.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -195,7 +196,9 @@ def int_noise(args: argparse.Namespace) -> dict:
     )
     rows = []
     for source in ("keys", "table"):
-        es = integer.IntEGGROLL(args.population, rank=1, noise=source)
+        es = integer.IntEGGROLL(
+            args.population, rank=1, noise=source, eval_batch_size=args.member_batch
+        )
         state = es.init(jax.random.key(1), params)
 
         def generation(state, hidden, es=es):
@@ -326,7 +329,9 @@ def vs_inference(args: argparse.Namespace) -> dict:
     # EGG int8 LM, 100 tokens per member.
     for width in args.egg_widths:
         egg_model, p, tokens, resets, hidden = _egg_setup(args.egg_population, width, 2, 100)
-        ies = integer.IntEGGROLL(args.egg_population, rank=1)
+        ies = integer.IntEGGROLL(
+            args.egg_population, rank=1, error_feedback=True, eval_batch_size=args.member_batch
+        )
         istate = ies.init(jax.random.key(1), p)
 
         def generation(
@@ -336,7 +341,10 @@ def vs_inference(args: argparse.Namespace) -> dict:
             return ies.tell(st, scores)[0]
 
         step = jax.jit(generation)
-        forward = jax.jit(jax.vmap(egg_model.loss_bits, in_axes=(None, 0, 0, 0)))
+        # Inference in the same cache-sized slices as the training step's evaluation.
+        forward = jax.jit(
+            functools.partial(egg_model.batch_loss_bits, slice_size=args.member_batch)
+        )
         t_train, t_infer = paired(
             lambda step=step, istate=istate: step(istate),
             lambda forward=forward, p=p, tokens=tokens, resets=resets, hidden=hidden: forward(
@@ -746,6 +754,7 @@ def main() -> None:
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--seq-len", type=int, default=100)
+    p.add_argument("--member-batch", type=int, default=32)
     p.add_argument("--repeats", type=int, default=7)
     p.set_defaults(run=int_noise)
     p = sub.add_parser("member-project", help="x @ A_i under vmap: batched dot vs block GEMM")
@@ -758,6 +767,7 @@ def main() -> None:
     p.add_argument("--population", type=int, default=4096)
     p.add_argument("--egg-population", type=int, default=512)
     p.add_argument("--egg-widths", type=int, nargs="+", default=[64, 128])
+    p.add_argument("--member-batch", type=int, default=32)
     p.add_argument("--repeats", type=int, default=7)
     p.set_defaults(run=vs_inference)
     p = sub.add_parser("scaling", help="time per generation against population and width")

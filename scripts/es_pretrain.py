@@ -71,9 +71,6 @@ class PretrainConfig(ClusterFlags):
     member_batch: int = arg(
         32, "members evaluated at once, slices in a loop (keeps activations in cache); 0: all"
     )
-    group_state: bool = arg(
-        False, "members of a group carry their mean recurrent state (≈ the unperturbed one)"
-    )
     noise: str = arg("table", "int8 noise source: 'table' (seed-made int8 table) or 'keys'")
     steps: int = arg(1200, "training steps (generations)")
     minutes: float = arg(0.0, "stop after this many minutes of training (0: no limit)")
@@ -137,20 +134,7 @@ def make_strategy(cfg: PretrainConfig) -> integer.IntEGGROLL:
     )
 
 
-def group_mean_state(hidden: jax.Array, group_size: int) -> jax.Array:
-    """Replace each member's int8 state ``(N, L, d)`` by the rounded mean over its group.
-
-    A group's members read the same stream and differ only by ± perturbations, which cancel
-    to first order in the mean: every pair then starts the next step from the same state, so
-    its score difference measures this step's perturbation alone."""
-    n = hidden.shape[0]
-    grouped = hidden.reshape(n // group_size, group_size, *hidden.shape[1:]).astype(jnp.int32)
-    total = jnp.sum(grouped, axis=1)
-    mean = jnp.floor_divide(total + group_size // 2, group_size).astype(jnp.int8)
-    return jnp.repeat(mean, group_size, axis=0)
-
-
-def make_train_step(es: integer.IntEGGROLL, group_size: int, group_state: bool = False):
+def make_train_step(es: integer.IntEGGROLL, group_size: int):
     """One generation: every member reads its group's stream; returns new state and stats."""
 
     def train_step(
@@ -167,8 +151,6 @@ def make_train_step(es: integer.IntEGGROLL, group_size: int, group_state: bool =
             in_axes=0,
             has_aux=True,
         )
-        if group_state:
-            hidden = group_mean_state(hidden, group_size)
         state, info = es.tell(state, scores)
         bits = -jnp.mean(scores.astype(jnp.float32)) / (BITS_SCALE * (tokens.shape[1] - 1))
         return state, hidden, {"train_bits_per_byte": bits, **info}
@@ -261,7 +243,6 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
         "layers": cfg.layers,
         "group_size": cfg.group_size,
         "seq_len": cfg.seq_len,
-        "group_state": cfg.group_state,
         "data": cfg.data,
     }
     if cfg.resume:
@@ -299,7 +280,7 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
             },
         )
 
-    train_step = make_train_step(es, cfg.group_size, cfg.group_state)
+    train_step = make_train_step(es, cfg.group_size)
     tokens_per_step = cfg.streams * cfg.seq_len
     bar = tqdm(
         total=cfg.steps, initial=step, disable=not cfg.progress, unit="step", dynamic_ncols=True
