@@ -67,12 +67,12 @@ class PretrainConfig(ClusterFlags):
     alpha_decay: float = arg(0.005, "alpha_t = alpha / (alpha_decay * t + 1) ** alpha_power")
     alpha_power: float = arg(1.0, "exponent of the alpha schedule")
     noise_reuse: int = arg(1, "generations that share one noise draw")
-    error_feedback: bool = arg(False, "keep sub-threshold scores for later steps")
+    error_feedback: bool = arg(True, "keep sub-threshold scores for later steps")
     member_batch: int = arg(
         32, "members evaluated at once, slices in a loop (keeps activations in cache); 0: all"
     )
     noise: str = arg("table", "int8 noise source: 'table' (seed-made int8 table) or 'keys'")
-    steps: int = arg(1200, "training steps (generations)")
+    steps: int = arg(2500, "training steps (generations)")
     minutes: float = arg(0.0, "stop after this many minutes of training (0: no limit)")
     valid_every: int = arg(200, "steps between validations")
     valid_bytes: int = arg(1 << 17, "validation bytes for periodic checks")

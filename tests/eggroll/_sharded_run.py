@@ -48,6 +48,11 @@ def main(out_path: str) -> None:
     xi = np.asarray(jax.random.randint(jax.random.key(5), (16, 6), -100, 100), np.int8)
     for _ in range(4):
         istate, _ = ies.tell(istate, ies.evaluate(istate, int_objective, xi, in_axes=0))
+    # Members evaluated in slices (a loop per device) with error feedback.
+    ses = integer.IntEGGROLL(16, rank=1, alpha=0.5, error_feedback=True, eval_batch_size=2)
+    sstate = ses.init(jax.random.key(4), {"w": jnp.zeros((6, 5), jnp.int8)})
+    for _ in range(4):
+        sstate, _ = ses.tell(sstate, ses.evaluate(sstate, int_objective, xi, in_axes=0))
     fetch = lambda a: np.asarray(jax.device_get(a))  # noqa: E731
     np.savez(
         out_path,
@@ -57,6 +62,8 @@ def main(out_path: str) -> None:
         b1=fetch(state.params["b1"]),
         w2=fetch(state.params["w2"]),
         iw=fetch(istate.params["w"]),
+        sliced_iw=fetch(sstate.params["w"]),
+        sliced_residual=fetch(sstate.residual["w"]),
     )
 
 

@@ -109,3 +109,13 @@ def test_tiny_model_learns_a_repeating_pattern():
 def test_bad_model_config(bad):
     with pytest.raises(ValueError, match="must be a positive integer"):
         egg.EggConfig(**bad)
+
+
+def test_loss_in_slices_equals_one_vmap():
+    tokens = jax.random.randint(jax.random.key(4), (10, 9), 0, 256).astype(jnp.uint8)
+    resets = jnp.zeros((10, 8), bool).at[3, 2].set(True)
+    hidden = jnp.zeros((10, CONFIG.layers, CONFIG.width), jnp.int8)
+    whole = jax.vmap(egg.loss_bits, in_axes=(None, 0, 0, 0))(_params(), tokens, resets, hidden)
+    sliced = egg.batch_loss_bits(_params(), tokens, resets, hidden, slice_size=4)  # 4+4+2
+    for a, b in zip(whole, sliced, strict=True):
+        np.testing.assert_array_equal(a, b)
