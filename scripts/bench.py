@@ -300,26 +300,29 @@ def vs_inference(args: argparse.Namespace) -> dict:
                 times.append(time.perf_counter() - start)
         return statistics.median(t_train), statistics.median(t_infer)
 
-    # MLP policy, the paper's 3 × 256, one observation per member; both noise sources.
+    # MLP policy, the paper's 3 × 256: one observation per member (the worst case: the update
+    # is a GEMM of half the inference's size) with both noise sources, and an RL-like batch of
+    # observations per member (a rollout's steps share the member's noise and the update).
     config = mlp.MLPConfig((256, 256, 256))
     params = mlp.init_params(jax.random.key(0), 64, 8, config)
-    obs = jax.random.normal(jax.random.key(1), (args.population, 64))
     fitness = lambda view, x: jnp.sum(mlp.apply(view, x))  # noqa: E731
     infer = jax.jit(jax.vmap(lambda x: jnp.sum(mlp.apply(params, x))))
-    for source in ("keys", "table"):
-        es = egg.EGGROLL(
-            args.population, sigma=0.05, rank=1, optimizer=optax.sgd(1e-3), noise=source
-        )
+    for source, per_member in (("keys", 1), ("table", 1), ("table", args.mlp_obs)):
+        n = args.population if per_member == 1 else args.population // 8
+        obs = jax.random.normal(jax.random.key(1), (n, per_member, 64))
+        es = egg.EGGROLL(n, sigma=0.05, rank=1, optimizer=optax.sgd(1e-3), noise=source)
         state = es.init(jax.random.key(2), params)
-        train = jax.jit(lambda s, es=es: es.step(s, fitness, obs, in_axes=0)[0])
+        train = jax.jit(lambda s, es=es, obs=obs: es.step(s, fitness, obs, in_axes=0)[0])
         t_train, t_infer = paired(
-            lambda train=train, state=state: train(state), lambda: infer(obs), args.repeats
+            lambda train=train, state=state: train(state),
+            lambda obs=obs: infer(obs),
+            args.repeats,
         )
         rows.append(
             {
                 "model": f"MLP 3x256 policy, noise={source}",
-                "members": args.population,
-                "tokens_per_member": 1,
+                "members": n,
+                "tokens_per_member": per_member,
                 "train_ms": round(1e3 * t_train, 2),
                 "inference_ms": round(1e3 * t_infer, 2),
                 "percent_of_inference": round(100 * t_infer / t_train, 1),
@@ -362,6 +365,43 @@ def vs_inference(args: argparse.Namespace) -> dict:
                 "percent_of_inference": round(100 * t_infer / t_train, 1),
             }
         )
+    # The float LM (tiny byte Llama-style decoder), 100 tokens per member, next-token loss.
+    from eggroll.models import llm, lm_train
+
+    lm_config = llm.tiny_byte_config()
+    lm_params = llm.init_params(jax.random.key(0), lm_config)
+    n = args.lm_population
+    lm_tokens = jax.random.randint(jax.random.key(1), (n, 1, 101), 0, 256)
+    les = egg.EGGROLL(
+        n,
+        sigma=0.01,
+        rank=1,
+        optimizer=optax.sgd(1e-3),
+        noise="table",
+        leaf_rule=llm.leaf_rule,
+        eval_batch_size=args.member_batch,
+    )
+    lstate = les.init(jax.random.key(2), lm_params)
+    lm_fitness = lambda view, t: -lm_train.loss_fn(view, lm_config, t)  # noqa: E731
+    lm_train_step = jax.jit(lambda s: les.step(s, lm_fitness, lm_tokens, in_axes=0)[0])
+    lm_infer = jax.jit(
+        lambda p, t: jax.lax.map(
+            lambda ti: lm_train.loss_fn(p, lm_config, ti), t, batch_size=args.member_batch
+        )
+    )
+    t_train, t_infer = paired(
+        lambda: lm_train_step(lstate), lambda: lm_infer(lm_params, lm_tokens), args.repeats
+    )
+    rows.append(
+        {
+            "model": f"float LM d={lm_config.hidden_size} L={lm_config.num_layers}",
+            "members": n,
+            "tokens_per_member": 100,
+            "train_ms": round(1e3 * t_train, 2),
+            "inference_ms": round(1e3 * t_infer, 2),
+            "percent_of_inference": round(100 * t_infer / t_train, 1),
+        }
+    )
     for row in rows:
         print(
             f"{row['model']:32s} N={row['members']:5d}  train {row['train_ms']:9.2f} ms  "
@@ -767,6 +807,8 @@ def main() -> None:
     p.add_argument("--population", type=int, default=4096)
     p.add_argument("--egg-population", type=int, default=512)
     p.add_argument("--egg-widths", type=int, nargs="+", default=[64, 128])
+    p.add_argument("--lm-population", type=int, default=128)
+    p.add_argument("--mlp-obs", type=int, default=100, help="observations per member, RL-like row")
     p.add_argument("--member-batch", type=int, default=32)
     p.add_argument("--repeats", type=int, default=7)
     p.set_defaults(run=vs_inference)
