@@ -504,6 +504,9 @@ def vs_evosax(args: argparse.Namespace) -> dict:
     rows = []
     ours = {
         "eggroll": egg.EGGROLL(n, sigma=sigma, rank=1, optimizer=optax.sgd(lr)),
+        "eggroll noise=table": egg.EGGROLL(
+            n, sigma=sigma, rank=1, optimizer=optax.sgd(lr), noise="table"
+        ),
         "eggroll OpenES": egg.OpenES(n, sigma=sigma, optimizer=optax.sgd(lr)),
     }
     fitness = rl.make_fitness(task, policy, **opts)

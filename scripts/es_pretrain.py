@@ -186,26 +186,31 @@ def validate(params: Any, corpus: text.Corpus, cfg: PretrainConfig, max_bytes: i
 
 def side_by_side(
     train_step, state, hidden, tokens, resets, group_size: int, slice_size: int, repeats: int = 7
-) -> tuple[float, float]:
-    """Tokens/s of a full training step and of plain batched inference (the unperturbed model
-    on the same member tokens, in the same slices of ``slice_size`` streams), timed alternately
-    in one loop; medians of ``repeats``.
+) -> tuple[float, float, float]:
+    """Tokens/s of a full training step, of plain inference (the unperturbed model on the same
+    member tokens) in the same slices of ``slice_size`` streams, and of plain inference as one
+    vmap over all streams; timed alternately in one loop, medians of ``repeats``.
 
     The training steps run on copies: the run's state is not advanced."""
     member_tokens = jnp.repeat(tokens, group_size, axis=0)
     member_resets = jnp.repeat(resets, group_size, axis=0)
-    forward = jax.jit(functools.partial(egg_model.batch_loss_bits, slice_size=slice_size))
-    train = lambda: train_step(state, hidden, tokens, resets)  # noqa: E731
-    infer = lambda: forward(state.params, member_tokens, member_resets, hidden)  # noqa: E731
-    jax.block_until_ready((train(), infer()))
-    train_times, infer_times = [], []
+    sliced = jax.jit(functools.partial(egg_model.batch_loss_bits, slice_size=slice_size))
+    whole = jax.jit(functools.partial(egg_model.batch_loss_bits, slice_size=0))
+    calls = [
+        lambda: train_step(state, hidden, tokens, resets),
+        lambda: sliced(state.params, member_tokens, member_resets, hidden),
+        lambda: whole(state.params, member_tokens, member_resets, hidden),
+    ]
+    jax.block_until_ready([call() for call in calls])
+    times = [[] for _ in calls]
     for _ in range(repeats):
-        for fn, times in ((train, train_times), (infer, infer_times)):
+        for call, record in zip(calls, times, strict=True):
             start = time.perf_counter()
-            jax.block_until_ready(fn())
-            times.append(time.perf_counter() - start)
+            jax.block_until_ready(call())
+            record.append(time.perf_counter() - start)
     count = member_resets.size
-    return count / float(np.median(train_times)), count / float(np.median(infer_times))
+    train, infer, infer_whole = (count / float(np.median(t)) for t in times)
+    return train, infer, infer_whole
 
 
 def run(cfg: PretrainConfig) -> dict[str, Any]:
@@ -347,7 +352,7 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
     records = read_jsonl(log.path)
     recent = [r["train_bits_per_byte"] for r in records if "train_bits_per_byte" in r][-10:]
     probe = batch()  # a fresh batch: the saved stream position is untouched
-    step_speed, inference = side_by_side(
+    step_speed, inference, inference_whole = side_by_side(
         train_step, state, hidden, *probe, cfg.group_size, cfg.member_batch
     )
     training = cfg.population * cfg.seq_len * timed_steps / max(train_seconds, 1e-9)
@@ -357,6 +362,7 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
         "baselines": {k: round(v, 4) for k, v in base.items()},
         "tokens_per_second": round(training, 1),
         "inference_tokens_per_second": round(inference, 1),
+        "one_vmap_inference_tokens_per_second": round(inference_whole, 1),
         "step_tokens_per_second": round(step_speed, 1),
         "training_vs_inference": round(step_speed / inference, 3),
         "wall_seconds": None,
