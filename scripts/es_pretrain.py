@@ -72,7 +72,7 @@ class PretrainConfig(ClusterFlags):
         32, "members evaluated at once, slices in a loop (keeps activations in cache); 0: all"
     )
     noise: str = arg("table", "int8 noise source: 'table' (seed-made int8 table) or 'keys'")
-    steps: int = arg(2500, "training steps (generations)")
+    steps: int = arg(2000, "training steps (generations)")
     minutes: float = arg(0.0, "stop after this many minutes of training (0: no limit)")
     valid_every: int = arg(200, "steps between validations")
     valid_bytes: int = arg(1 << 17, "validation bytes for periodic checks")
