@@ -183,8 +183,10 @@ def completion_logprobs(
     prompt_mask: Array,
     completion: Array,
     lengths: Array,
+    temperature: float = 1.0,
 ) -> tuple[Array, Array]:
-    """``log p(completion tokens | prompt)`` under the model (temperature 1), differentiable.
+    """``log p(completion tokens | prompt)`` under ``softmax(logits / temperature)``,
+    differentiable (the policy a sampler at that temperature draws from).
 
     Args:
       prompt: ``(B, P)`` left-padded ids with ``prompt_mask (B, P)`` (as given to
@@ -202,7 +204,7 @@ def completion_logprobs(
     mask = jnp.concatenate([prompt_mask.astype(bool), jnp.ones((B, T), bool)], axis=1)
     logits, _ = llm.forward(params, config, tokens[:, :-1], mask[:, :-1])
     valid = jnp.arange(T)[None, :] < lengths[:, None]
-    logprobs = llm.token_logprobs(logits[:, P - 1 :], completion)
+    logprobs = llm.token_logprobs(logits[:, P - 1 :] / temperature, completion)
     return jnp.where(valid, logprobs, 0.0), valid
 
 
@@ -214,14 +216,18 @@ def policy_gradient_loss(
     completion: Array,
     lengths: Array,
     advantages: Array,
+    temperature: float = 1.0,
 ) -> Array:
-    """GRPO-style on-policy loss ``−Σ_b A_b Σ_t log p(y_bt) / (B · T)``.
+    """GRPO-style on-policy loss ``−Σ_b A_b Σ_t log p(y_bt) / (B · T)``, ``p`` the policy at
+    the sampling ``temperature``.
 
     ``advantages (B,)`` are group-relative (e.g. :class:`eggroll.shaping.group_z_score` of the
     rewards of G samples per prompt). One gradient step per sampled batch makes the importance
     ratio 1, so PPO clipping is inactive and omitted; the constant normaliser ``B · T`` (not
     each answer's length) avoids favouring short wrong answers ("Dr. GRPO"). No KL term.
     """
-    logprobs, _ = completion_logprobs(params, config, prompt, prompt_mask, completion, lengths)
+    logprobs, _ = completion_logprobs(
+        params, config, prompt, prompt_mask, completion, lengths, temperature
+    )
     B, T = completion.shape
     return -jnp.sum(advantages[:, None].astype(jnp.float32) * logprobs) / (B * T)

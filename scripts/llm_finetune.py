@@ -65,6 +65,12 @@ from eggroll.models import tokenizer as tokenizer_lib
 
 CHECKPOINT = "checkpoint.msgpack"
 METHODS = ("eggroll", "grpo")
+# Per-method defaults for flags left unset (tuned on the 2-digit addition demo, see
+# docs/BENCHMARKS.md); the temperature default is 0 (greedy) for eggroll and 1 for grpo.
+METHOD_DEFAULTS = {
+    "eggroll": {"prompts": 128, "group": 16, "lr": 1e-4},
+    "grpo": {"prompts": 32, "group": 8, "lr": 3e-5},
+}
 OPTIMIZERS = {"sgd": optax.sgd, "adam": optax.adam}
 EVAL_BATCH = 256  # held-out prompts decoded per call
 BASE_FORMAT = 1  # bump when the base-model recipe changes (invalidates cached models)
@@ -96,11 +102,14 @@ class FinetuneConfig(ClusterFlags):
     base_layers: int = arg(2, "tiny base model: decoder blocks")
     base_batch: int = arg(64, "tiny base model: examples per pretraining step")
     base_lr: float = arg(3e-3, "tiny base model: peak AdamW learning rate")
-    prompts: int = arg(64, "prompts P per generation")
-    group: int = arg(16, "answers G per prompt (population N = P·G; even for eggroll)")
-    sigma: float = arg(1e-3, "eggroll: noise scale σ")
+    prompts: int | None = arg(None, "prompts P per generation (default: 128 eggroll, 32 grpo)")
+    group: int | None = arg(
+        None, "answers G per prompt; population N = P·G; even for eggroll (default: 16, 8)"
+    )
+    sigma: float = arg(2e-3, "eggroll: noise scale σ")
     rank: int = arg(1, "eggroll: rank of each member's perturbation")
-    lr: float = arg(1e-4, "learning rate")
+    lr: float | None = arg(None, "learning rate (default: 1e-4 eggroll, 3e-5 grpo)")
+    lr_decay: int = arg(0, "cosine-decay the learning rate to 10%% over this many generations")
     optimizer: str = arg("adam", "sgd or adam")
     freeze_vectors: bool = arg(True, "train only matrices (norm weights and biases frozen)")
     temperature: float | None = arg(None, "decoding temperature (default: 0 = greedy for "
@@ -121,6 +130,9 @@ class FinetuneConfig(ClusterFlags):
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"--method must be one of {METHODS}, got {self.method!r}")
+        for name, value in METHOD_DEFAULTS[self.method].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
         if self.task not in reasoning.TASKS:
             raise ValueError(f"--task must be one of {reasoning.TASKS}, got {self.task!r}")
         if self.optimizer not in OPTIMIZERS:
@@ -150,8 +162,13 @@ class FinetuneConfig(ClusterFlags):
                 raise ValueError(f"--{name.replace('_', '-')} must be > 0")
         if self.temperature is not None and not self.temperature >= 0:
             raise ValueError("--temperature must be ≥ 0 (0: greedy)")
-        if self.max_new_tokens < 0 or self.format_weight < 0:
-            raise ValueError("--max-new-tokens and --format-weight must be ≥ 0")
+        if self.method == "grpo" and self.temperature == 0:
+            raise ValueError(
+                "--method grpo samples its answers: greedy answers to one prompt are identical "
+                "and carry no advantage; use --temperature > 0"
+            )
+        if self.max_new_tokens < 0 or self.format_weight < 0 or self.lr_decay < 0:
+            raise ValueError("--max-new-tokens, --format-weight and --lr-decay must be ≥ 0")
         if self.generations < 0 or self.seconds < 0:
             raise ValueError("--generations and --seconds must be ≥ 0")
         if self.generations == 0 and self.seconds == 0:
@@ -323,11 +340,18 @@ def leaf_rule(freeze_vectors: bool):
     return lambda path, leaf: "lowrank" if llm.leaf_rule(path, leaf) == "lowrank" else "frozen"
 
 
+def learning_rate(cfg: FinetuneConfig) -> float | optax.Schedule:
+    """``--lr``, cosine-decayed to 10 % over ``--lr-decay`` generations when set."""
+    if not cfg.lr_decay:
+        return cfg.lr
+    return optax.cosine_decay_schedule(cfg.lr, cfg.lr_decay, alpha=0.1)
+
+
 def make_strategy(cfg: FinetuneConfig) -> egg.EGGROLL:
     return egg.EGGROLL(
         cfg.population,
         cfg.sigma,
-        OPTIMIZERS[cfg.optimizer](cfg.lr),
+        OPTIMIZERS[cfg.optimizer](learning_rate(cfg)),
         rank=cfg.rank,
         shaping=egg.shaping.group_z_score(cfg.group),
         noise=cfg.noise,
@@ -336,7 +360,7 @@ def make_strategy(cfg: FinetuneConfig) -> egg.EGGROLL:
 
 
 def make_grpo_optimizer(cfg: FinetuneConfig, params: Any) -> optax.GradientTransformation:
-    base = OPTIMIZERS[cfg.optimizer](cfg.lr)
+    base = OPTIMIZERS[cfg.optimizer](learning_rate(cfg))
     if not cfg.freeze_vectors:
         return base
     labels = jax.tree_util.tree_map_with_path(
@@ -387,7 +411,7 @@ def make_grpo_functions(config: llm.LLMConfig, enc: Encoding, temp: float, optim
 
     def update(params, opt_state, prompts, masks, tokens, lengths, advantages):
         loss, grads = jax.value_and_grad(lm_train.policy_gradient_loss)(
-            params, config, prompts, masks, tokens, lengths, advantages
+            params, config, prompts, masks, tokens, lengths, advantages, temp
         )
         updates, opt_state = optimizer.update(grads, opt_state, params)
         info = {
@@ -487,6 +511,7 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
         "prompts": cfg.prompts,
         "group": cfg.group,
         "lr": cfg.lr,
+        "lr_decay": cfg.lr_decay,
         "optimizer": cfg.optimizer,
         "freeze_vectors": cfg.freeze_vectors,
         "temperature": temperature,

@@ -21,10 +21,10 @@ pytest.importorskip("tokenizers")
 ft = load_script("llm_finetune")
 
 TINY = [
-    "--digits", "1", "--base-steps", "30", "--base-hidden", "16", "--base-layers", "1",
+    "--digits", "1", "--base-steps", "150", "--base-hidden", "16", "--base-layers", "1",
     "--base-batch", "16", "--prompts", "4", "--group", "4", "--eval-problems", "16",
     "--eval-every", "2", "--checkpoint-every", "2", "--seconds", "0", "--sigma", "0.01",
-    "--lr", "0.001", "--no-progress",
+    "--lr", "0.001", "--format-weight", "1", "--no-progress",
 ]  # fmt: skip
 
 
@@ -126,8 +126,10 @@ def test_script_writes_summary_metrics_checkpoint_and_curve(straight, cache, cap
     train = [r for r in records if "correct_mean" in r]
     assert [r["generation"] for r in train] == [1, 2, 3, 4]
     for r in train:
-        for key in ("correct_mean", "format_mean", "identical_pairs", "update_norm_lowrank"):
-            assert r[key] is not None
+        for key in ("correct_mean", "format_mean", "identical_pairs", "signal_groups"):
+            assert 0.0 <= r[key] <= 1.0
+    assert all(r["update_norm_lowrank"] > 0 for r in train)  # the parameters do move
+    assert all(r["update_norm_full"] == 0 for r in train)  # vectors are frozen
     assert (run_dir / "checkpoint.msgpack").exists() and (run_dir / "curve.png").exists()
     (base,) = (cache / "models").iterdir()  # made once, then reused by every run
     assert (base / "config.json").exists() and (base / "eggroll_base.json").exists()
@@ -174,6 +176,7 @@ def test_grpo_baseline_runs_on_the_same_task(cache, tmp_path):
         (["--digits", "0"], "digits must be an integer"),
         (["--ops", "/"], "ops must be"),
         (["--temperature", "-1"], "--temperature must be ≥ 0"),
+        (["--method", "grpo", "--temperature", "0"], "use --temperature > 0"),
     ],
 )
 def test_bad_flags_exit_with_a_message(flags, message, capsys):
