@@ -173,3 +173,61 @@ def evaluate_loss(params: Any, config: llm.LLMConfig, batches: Iterable[np.ndarr
     if count == 0:
         raise ValueError("no batches to evaluate")
     return total / count
+
+
+# ------------------------------------------------------------------------------ policy gradient
+def completion_logprobs(
+    params: Any,
+    config: llm.LLMConfig,
+    prompt: Array,
+    prompt_mask: Array,
+    completion: Array,
+    lengths: Array,
+    temperature: float = 1.0,
+) -> tuple[Array, Array]:
+    """``log p(completion tokens | prompt)`` under ``softmax(logits / temperature)``,
+    differentiable (the policy a sampler at that temperature draws from).
+
+    Args:
+      prompt: ``(B, P)`` left-padded ids with ``prompt_mask (B, P)`` (as given to
+        :func:`eggroll.models.generate.generate`).
+      completion: ``(B, T)`` generated ids (padding after a stop token is ignored).
+      lengths: ``(B,)`` tokens of each completion that count (the stop token included).
+
+    Returns ``(logprobs (B, T) float32, valid (B, T) bool)``; ``logprobs`` is 0 where not valid.
+    One forward pass over prompt + completion: the positions ``P − 1 … P + T − 2`` predict the
+    completion.
+    """
+    B, P = prompt.shape
+    T = completion.shape[1]
+    tokens = jnp.concatenate([prompt, completion.astype(prompt.dtype)], axis=1)
+    mask = jnp.concatenate([prompt_mask.astype(bool), jnp.ones((B, T), bool)], axis=1)
+    logits, _ = llm.forward(params, config, tokens[:, :-1], mask[:, :-1])
+    valid = jnp.arange(T)[None, :] < lengths[:, None]
+    logprobs = llm.token_logprobs(logits[:, P - 1 :] / temperature, completion)
+    return jnp.where(valid, logprobs, 0.0), valid
+
+
+def policy_gradient_loss(
+    params: Any,
+    config: llm.LLMConfig,
+    prompt: Array,
+    prompt_mask: Array,
+    completion: Array,
+    lengths: Array,
+    advantages: Array,
+    temperature: float = 1.0,
+) -> Array:
+    """GRPO-style on-policy loss ``−Σ_b A_b Σ_t log p(y_bt) / (B · T)``, ``p`` the policy at
+    the sampling ``temperature``.
+
+    ``advantages (B,)`` are group-relative (e.g. :class:`eggroll.shaping.group_z_score` of the
+    rewards of G samples per prompt). One gradient step per sampled batch makes the importance
+    ratio 1, so PPO clipping is inactive and omitted; the constant normaliser ``B · T`` (not
+    each answer's length) avoids favouring short wrong answers ("Dr. GRPO"). No KL term.
+    """
+    logprobs, _ = completion_logprobs(
+        params, config, prompt, prompt_mask, completion, lengths, temperature
+    )
+    B, T = completion.shape
+    return -jnp.sum(advantages[:, None].astype(jnp.float32) * logprobs) / (B * T)

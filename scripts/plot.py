@@ -102,12 +102,92 @@ def plot_rl(run_dir: Path, out: Path | None = None) -> Path:
     return out
 
 
+def plot_finetune(run_dir: Path, out: Path | None = None) -> Path:
+    """LLM fine-tuning: held-out accuracy (greedy, unperturbed model) and the per-generation
+    diagnostics (mean correctness and format reward of the population's answers, identical
+    antithetic pairs) against training seconds."""
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    if not records:
+        raise ValueError(f"{run_dir / 'metrics.jsonl'} has no records to plot")
+    evals = [r for r in records if r.get("eval_accuracy") is not None]
+    train = [r for r in records if r.get("correct_mean") is not None]
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    seconds = [r["seconds"] for r in train]
+    for key, label, style in (
+        ("correct_mean", "answers correct (population)", "-"),
+        ("format_mean", "answers well-formed (population)", "--"),
+        ("identical_pairs", "identical antithetic pairs", ":"),
+    ):
+        ax.plot(seconds, _smooth([r[key] for r in train]), style, lw=1, alpha=0.7, label=label)
+    ax.plot(
+        [r["seconds"] for r in evals],
+        [r["eval_accuracy"] for r in evals],
+        "o-",
+        lw=2,
+        label="held-out accuracy (greedy)",
+    )
+    ax.set_xlabel("training seconds (evaluation excluded)")
+    ax.set_ylabel("fraction")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"LLM fine-tuning: {run_dir.name}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = out or run_dir / "curve.png"
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def plot_finetune_compare(runs: dict[str, Path], out: Path, title: str = "") -> Path:
+    """Held-out accuracy against training seconds for several fine-tuning runs in one PNG
+    (e.g. EGGROLL and GRPO at equal wall-clock)."""
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    for label, run_dir in runs.items():
+        evals = [r for r in read_jsonl(run_dir / "metrics.jsonl") if "eval_accuracy" in r]
+        if not evals:
+            raise ValueError(f"{run_dir / 'metrics.jsonl'} has no held-out accuracy to plot")
+        ax.plot(
+            [r["seconds"] for r in evals],
+            [r["eval_accuracy"] for r in evals],
+            "o-",
+            ms=3,
+            lw=2,
+            label=label,
+        )
+    ax.set_xlabel("training seconds (evaluation excluded)")
+    ax.set_ylabel("held-out accuracy (greedy)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title or "LLM fine-tuning")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def _smooth(values: list[float], window: int = 20) -> list[float]:
+    """Trailing moving average (per-generation rewards are noisy)."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     records = read_jsonl(args.run_dir / "metrics.jsonl")
+    if any("eval_accuracy" in r for r in records):
+        print(plot_finetune(args.run_dir, args.out))
+        return
     is_rl = any("eval_return" in r or "env_steps" in r for r in records)
     print((plot_rl if is_rl else plot_pretrain)(args.run_dir, args.out))
 

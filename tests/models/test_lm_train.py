@@ -1,4 +1,7 @@
-"""Backprop pretraining of the byte-level model: the loss falls, masks and batch sources."""
+"""Backprop pretraining of the byte-level model: the loss falls, masks and batch sources; the
+policy-gradient (GRPO) loss."""
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -69,3 +72,38 @@ def test_batch_sources():
         lm_train.train_lm(params, CONFIG, np.zeros(5, np.int32), optax.sgd(0.1), steps=1)
     with pytest.raises(ValueError, match="longer than seq_len"):
         next(lm_train.byte_batches(TEXT[:4], 2, 8))
+
+
+def test_completion_logprobs_match_the_sampler_and_a_policy_step_moves_them():
+    from eggroll.models import generate
+    from eggroll.models.tokenizer import left_pad
+
+    params = llm.init_params(jax.random.key(2), CONFIG)
+    prompt, mask = left_pad([[256, 49, 43, 50, 61], [256, 55, 61]], pad_id=258)
+    out = jax.jit(
+        functools.partial(
+            generate.generate, config=CONFIG, max_new_tokens=5, temperature=1.0,
+            stop_tokens=(257,), pad_id=258,
+        )
+    )(params, prompt=prompt, prompt_mask=mask, key=jax.random.key(3))  # fmt: skip
+    advantages = jnp.array([1.0, -1.0])
+
+    @jax.jit
+    def policy_step(params):
+        args = (prompt, mask, out.tokens, out.lengths)
+        before, valid = lm_train.completion_logprobs(params, CONFIG, *args)
+        loss, grads = jax.value_and_grad(lm_train.policy_gradient_loss)(
+            params, CONFIG, *args, advantages
+        )
+        stepped = jax.tree_util.tree_map(lambda p, g: p - 0.5 * g, params, grads)
+        after, _ = lm_train.completion_logprobs(stepped, CONFIG, *args)
+        return before, valid, loss, after
+
+    logprobs, valid, loss, after = policy_step(params)
+    # The gradient path scores exactly what the cached decoder sampled.
+    np.testing.assert_allclose(logprobs, out.logprobs, atol=1e-5)
+    np.testing.assert_array_equal(valid.sum(1), out.lengths)
+    expected = -(logprobs[0].sum() - logprobs[1].sum()) / logprobs.size
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    assert after[0].sum() > logprobs[0].sum()  # positive advantage: more likely
+    assert after[1].sum() < logprobs[1].sum()  # negative advantage: less likely

@@ -1,0 +1,582 @@
+"""Reasoning tasks with verifiable rewards, for fine-tuning language models with ES or RL.
+
+Three tasks share one interface (:class:`Task`):
+
+* :class:`Arithmetic`: ``"47+385="`` → ``"432"`` (``+``, ``-``, ``*`` with a configurable
+  number of digits); the completion is the bare number, then the stop token.
+* :class:`Countdown`: ``"Use 3 7 25 50 to make 84: "`` → ``"<answer>50+25+7+3-1</answer>"``
+  style; reach the target with ``+ - * /`` using each given number at most once. Checked by
+  :func:`parse_expression`, a small recursive-descent parser with exact rational arithmetic
+  (:class:`fractions.Fraction`): never ``eval``, never Python's ``ast``.
+* :class:`GSM8K`: grade-school word problems from a JSON-lines file the user supplies
+  (``question`` and ``answer`` fields; the reference number follows ``#### `` in the answer,
+  commas allowed). :func:`load_gsm8k` reads it with clear errors for bad files.
+
+Every task draws problems deterministically from a seed and splits them into disjoint train and
+test sets by a hash of the problem (:func:`split_of`), so a model never trains on a held-out
+problem. :meth:`Task.reward` grades a completion (any string: empty, enormous, unicode,
+garbage) and returns a :class:`Reward` with two separate numbers in ``{0, 1}``: ``correct``
+(the answer is right) and ``format`` (the completion is in the task's expected form). The two
+are never mixed here; a caller that wants a blend says so explicitly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import zlib
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+SPLITS = ("train", "test")
+MAX_COMPLETION_CHARS = 4096  # longer completions are graded 0/0 without being parsed
+
+
+# ------------------------------------------------------------------------------ data types
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """One task instance.
+
+    ``prompt``: the text the model continues. ``solution``: the reference completion in the
+    task's format (what pretraining teaches and a perfect model writes). ``target``: the
+    exact answer. ``numbers``: the numbers a Countdown expression may use (else empty).
+    """
+
+    prompt: str
+    solution: str
+    target: Fraction
+    numbers: tuple[int, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Reward:
+    """``correct``: 1.0 if the answer is right else 0.0. ``format``: 1.0 if the completion is
+    in the expected form else 0.0. Reported separately, never summed here."""
+
+    correct: float
+    format: float
+
+
+def split_of(key: str, test_percent: int = 10) -> str:
+    """``"test"`` for about ``test_percent`` % of problem keys, else ``"train"`` (CRC32 of the
+    key: stable across runs, machines and Python versions)."""
+    return "test" if zlib.crc32(key.encode("utf-8")) % 100 < test_percent else "train"
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+
+
+class Task:
+    """A task with verifiable rewards.
+
+    Subclasses define ``name``, :meth:`sample` and :meth:`reward`. ``problems(split, count,
+    seed)`` is the deterministic list used for evaluation; ``sample(split, count, rng)`` draws
+    from a NumPy generator (fine-tuning draws each generation's prompts from
+    ``np.random.default_rng([seed, generation])``, so a resumed run sees the same prompts).
+    """
+
+    name = "task"
+
+    def sample(self, split: str, count: int, rng: np.random.Generator) -> list[Problem]:
+        raise NotImplementedError
+
+    def problems(self, split: str, count: int, seed: int = 0) -> list[Problem]:
+        """``count`` problems of ``split`` drawn with ``seed`` (the same list every time)."""
+        return self.sample(split, count, np.random.default_rng(seed))
+
+    def reward(self, problem: Problem, completion: str) -> Reward:
+        raise NotImplementedError
+
+    def rewards(
+        self, problems: Sequence[Problem], completions: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(correct (B,), format (B,))`` float32 arrays for paired problems and completions."""
+        if len(problems) != len(completions):
+            raise ValueError(f"{len(problems)} problems but {len(completions)} completions")
+        graded = [self.reward(p, c) for p, c in zip(problems, completions, strict=True)]
+        correct = np.array([g.correct for g in graded], np.float32)
+        fmt = np.array([g.format for g in graded], np.float32)
+        return correct, fmt
+
+    def describe(self) -> dict:
+        """JSON-able description (stored in run summaries and checkpoint fingerprints)."""
+        return {"task": self.name}
+
+
+def _reject_sample(make, split: str, count: int, rng: np.random.Generator, test_percent: int):
+    """Draw ``count`` problems from ``make(rng) -> (key, problem) | None`` (``None``: try
+    again) that fall in ``split``; a problem space too small for the split is an error."""
+    _check_split(split)
+    if count < 0:
+        raise ValueError(f"count must be ≥ 0, got {count}")
+    out, tries = [], 0
+    limit = 1000 + 200 * count
+    while len(out) < count:
+        tries += 1
+        if tries > limit:
+            raise ValueError(
+                f"could not draw {count} {split} problems in {limit} tries: the problem space "
+                "is too small for this split or these settings (use more digits, more numbers "
+                "or a larger target range)"
+            )
+        made = make(rng)
+        if made is not None and split_of(made[0], test_percent) == split:
+            out.append(made[1])
+    return out
+
+
+# ------------------------------------------------------------------------------ numbers
+_INT_RE = re.compile(r"\s*(-?[0-9]{1,40})(?![0-9])", re.ASCII)
+_WHOLE_INT_RE = re.compile(r"\s*-?[0-9]{1,40}\s*", re.ASCII)
+_NUMBER_RE = re.compile(r"-?[0-9][0-9,]{0,40}(?:\.[0-9]{1,20})?", re.ASCII)
+
+
+def parse_number(text: str) -> Fraction | None:
+    """An exact number from ASCII text like ``"1,234"``, ``"-7"``, ``"3.50"``; else ``None``.
+
+    Commas are thousands separators and are dropped; a trailing ``"."`` is ignored. Unicode
+    digits, exponents, ``inf``/``nan`` and anything over 60 characters are rejected.
+    """
+    if not isinstance(text, str) or len(text) > 60:
+        return None
+    text = text.strip().replace(",", "").rstrip(".")
+    if not re.fullmatch(r"-?[0-9]+(?:\.[0-9]+)?", text, re.ASCII):
+        return None
+    return Fraction(text)
+
+
+# ------------------------------------------------------------------------------ arithmetic
+_OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
+
+
+class Arithmetic(Task):
+    """Multi-digit arithmetic: ``"{a}{op}{b}="`` → ``"{result}"``.
+
+    Args:
+      digits: operands are uniform in ``[0, 10**digits)``.
+      ops: operators to draw from, any of ``"+"``, ``"-"``, ``"*"`` (e.g. ``"+-"``).
+      test_percent: share of the problem space held out for testing.
+
+    Reward: ``correct`` if the completion starts (after whitespace) with the right integer and
+    no further digit follows it; ``format`` if the completion is exactly one integer
+    (surrounding whitespace allowed): the ``= <number>`` form.
+    """
+
+    name = "arithmetic"
+
+    def __init__(self, digits: int = 2, ops: str = "+", test_percent: int = 10):
+        if isinstance(digits, bool) or not isinstance(digits, int) or not 1 <= digits <= 18:
+            raise ValueError(f"digits must be an integer in [1, 18], got {digits!r}")
+        if not ops or any(op not in _OPS for op in ops) or len(set(ops)) != len(ops):
+            raise ValueError(f"ops must be distinct characters from '+-*', got {ops!r}")
+        if not 1 <= test_percent <= 50:
+            raise ValueError(f"test_percent must be in [1, 50], got {test_percent}")
+        self.digits, self.ops, self.test_percent = digits, ops, test_percent
+
+    def describe(self) -> dict:
+        return {"task": self.name, "digits": self.digits, "ops": self.ops}
+
+    def sample(self, split: str, count: int, rng: np.random.Generator) -> list[Problem]:
+        high = 10**self.digits
+
+        def make(rng):
+            a, b = (int(x) for x in rng.integers(0, high, 2))
+            op = self.ops[int(rng.integers(0, len(self.ops)))]
+            result = _OPS[op](a, b)
+            prompt = f"{a}{op}{b}="
+            return prompt, Problem(prompt, str(result), Fraction(result))
+
+        return _reject_sample(make, split, count, rng, self.test_percent)
+
+    def reward(self, problem: Problem, completion: str) -> Reward:
+        if not isinstance(completion, str) or len(completion) > MAX_COMPLETION_CHARS:
+            return Reward(0.0, 0.0)
+        match = _INT_RE.match(completion)
+        correct = match is not None and Fraction(int(match.group(1))) == problem.target
+        fmt = _WHOLE_INT_RE.fullmatch(completion) is not None
+        return Reward(float(correct), float(fmt))
+
+
+# ------------------------------------------------------------------------------ expressions
+class ExpressionError(ValueError):
+    """A Countdown expression that does not parse or cannot be evaluated."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Expression:
+    """A parsed expression: its exact ``value`` and the ``numbers`` it uses, in order."""
+
+    value: Fraction
+    numbers: tuple[int, ...]
+
+
+_TOKEN_RE = re.compile(r"([0-9]+)|([-+*/×÷−()])", re.ASCII)
+_CANONICAL = {"×": "*", "÷": "/", "−": "-"}
+
+
+def _tokenize(text: str, max_tokens: int, max_digits: int) -> list[str]:
+    tokens, pos = [], 0
+    while True:
+        while pos < len(text) and text[pos] in " \t\r\n":
+            pos += 1
+        if pos == len(text):
+            break
+        match = _TOKEN_RE.match(text, pos)
+        if match is None:
+            raise ExpressionError(f"unexpected character {text[pos]!r} at position {pos}")
+        number, op = match.groups()
+        if number is not None and len(number) > max_digits:
+            raise ExpressionError(f"number with more than {max_digits} digits")
+        tokens.append(number if number is not None else _CANONICAL.get(op, op))
+        if len(tokens) > max_tokens:
+            raise ExpressionError(f"more than {max_tokens} tokens")
+        pos = match.end()
+    return tokens
+
+
+class _Parser:
+    """expr := term (('+' | '-') term)* ; term := factor (('*' | '/') factor)* ;
+    factor := NUMBER | '(' expr ')' | '-' factor (only when unary minus is allowed)."""
+
+    def __init__(self, tokens: list[str], max_depth: int, allow_unary_minus: bool):
+        self.tokens, self.pos = tokens, 0
+        self.max_depth, self.allow_unary_minus = max_depth, allow_unary_minus
+        self.numbers: list[int] = []
+
+    def peek(self) -> str | None:
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def take(self) -> str:
+        token = self.peek()
+        if token is None:
+            raise ExpressionError("expression ends too early")
+        self.pos += 1
+        return token
+
+    def expr(self, depth: int) -> Fraction:
+        value = self.term(depth)
+        while self.peek() in ("+", "-"):
+            op = self.take()
+            right = self.term(depth)
+            value = value + right if op == "+" else value - right
+        return value
+
+    def term(self, depth: int) -> Fraction:
+        value = self.factor(depth)
+        while self.peek() in ("*", "/"):
+            op = self.take()
+            right = self.factor(depth)
+            if op == "*":
+                value = value * right
+            elif right == 0:
+                raise ExpressionError("division by zero")
+            else:
+                value = value / right
+        return value
+
+    def factor(self, depth: int) -> Fraction:
+        if depth > self.max_depth:
+            raise ExpressionError(f"nested deeper than {self.max_depth} levels")
+        token = self.take()
+        if token.isdigit():
+            self.numbers.append(int(token))
+            return Fraction(int(token))
+        if token == "(":
+            value = self.expr(depth + 1)
+            if self.peek() != ")":
+                raise ExpressionError("missing ')'")
+            self.take()
+            return value
+        if token == "-":
+            if not self.allow_unary_minus:
+                raise ExpressionError("unary minus is not allowed")
+            return -self.factor(depth + 1)
+        raise ExpressionError(f"unexpected {token!r}")
+
+
+def parse_expression(
+    text: str,
+    *,
+    max_length: int = 256,
+    max_depth: int = 16,
+    max_tokens: int = 128,
+    max_digits: int = 9,
+    allow_unary_minus: bool = False,
+) -> Expression:
+    """Parse and evaluate an arithmetic expression exactly, safely.
+
+    Grammar: non-negative integer literals (ASCII digits), binary ``+ - * /`` (``× ÷ −``
+    accepted as aliases) with the usual precedence and left associativity, parentheses.
+    Unary minus is rejected unless ``allow_unary_minus`` (Countdown forbids negating a number).
+    Values are :class:`fractions.Fraction`, so ``7/2*2`` is exactly 7.
+
+    Raises :class:`ExpressionError` (a ``ValueError``) for anything else: syntax errors,
+    division by zero, text longer than ``max_length`` characters, more than ``max_tokens``
+    tokens, numbers longer than ``max_digits`` digits, parentheses (or unary minus signs)
+    nested deeper than ``max_depth``. The limits bound time, memory and recursion for any
+    input.
+    """
+    if not isinstance(text, str):
+        raise ExpressionError(f"expected a string, got {type(text).__name__}")
+    if len(text) > max_length:
+        raise ExpressionError(f"longer than {max_length} characters")
+    tokens = _tokenize(text, max_tokens, max_digits)
+    if not tokens:
+        raise ExpressionError("empty expression")
+    parser = _Parser(tokens, max_depth, allow_unary_minus)
+    value = parser.expr(0)
+    if parser.pos != len(tokens):
+        raise ExpressionError(f"unexpected {tokens[parser.pos]!r} after a complete expression")
+    return Expression(value, tuple(parser.numbers))
+
+
+def uses_available_numbers(used: Sequence[int], available: Sequence[int]) -> bool:
+    """Whether ``used`` takes each number at most as often as it appears in ``available``."""
+    pool = list(available)
+    for n in used:
+        if n not in pool:
+            return False
+        pool.remove(n)
+    return True
+
+
+# ------------------------------------------------------------------------------ countdown
+_ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+
+
+class Countdown(Task):
+    """Countdown: combine the given numbers with ``+ - * /`` (each at most once) to reach the
+    target.
+
+    Prompt ``"Use 3 7 25 50 to make 84:"``; the expected completion is
+    ``"<answer>EXPR</answer>"``. Problems are made solvable by building the target from a
+    random expression over a random subset (≥ 2) of the numbers, with only exact divisions and
+    positive intermediate results; the reference ``solution`` is that expression.
+
+    Args:
+      count: how many numbers are given (2–6).
+      max_number: numbers are uniform in ``[1, max_number]``.
+      max_target: targets are in ``[1, max_target]``.
+      test_percent: share of problems held out (by a hash of the sorted numbers and target).
+
+    Reward: ``format`` if the completion holds an ``<answer>…</answer>`` block (the last one
+    counts) whose content parses (:func:`parse_expression`); ``correct`` if moreover it uses
+    only the given numbers, each at most once, and equals the target exactly. Division by zero
+    parses but is wrong.
+    """
+
+    name = "countdown"
+
+    def __init__(
+        self, count: int = 3, max_number: int = 20, max_target: int = 100, test_percent: int = 10
+    ):
+        if isinstance(count, bool) or not isinstance(count, int) or not 2 <= count <= 6:
+            raise ValueError(f"count must be an integer in [2, 6], got {count!r}")
+        if not 2 <= max_number <= 10_000 or not 1 <= max_target <= 1_000_000:
+            raise ValueError("max_number must be in [2, 10000] and max_target in [1, 1e6]")
+        if not 1 <= test_percent <= 50:
+            raise ValueError(f"test_percent must be in [1, 50], got {test_percent}")
+        self.count, self.max_number, self.max_target = count, max_number, max_target
+        self.test_percent = test_percent
+
+    def describe(self) -> dict:
+        return {
+            "task": self.name,
+            "count": self.count,
+            "max_number": self.max_number,
+            "max_target": self.max_target,
+        }
+
+    def _build(self, values: list[int], rng: np.random.Generator) -> tuple[str, Fraction]:
+        """A random expression over ``values`` (all used) with positive integer intermediates
+        (subtraction puts the larger operand first, inexact divisions become products)."""
+        items = [(str(v), Fraction(v)) for v in values]
+        while len(items) > 1:
+            i, j = (int(x) for x in rng.choice(len(items), 2, replace=False))
+            (ta, va), (tb, vb) = items[i], items[j]
+            op = "+-*/"[int(rng.integers(0, 4))]
+            if op == "-" and va <= vb:
+                (ta, va), (tb, vb) = (tb, vb), (ta, va)
+            if op == "-" and va == vb:
+                op = "+"
+            if op == "/" and (va / vb).denominator != 1:
+                op = "*"
+            value = {"+": va + vb, "-": va - vb, "*": va * vb, "/": va / vb}[op]
+            text = f"({ta}{op}{tb})"
+            items = [it for k, it in enumerate(items) if k not in (i, j)] + [(text, value)]
+        text, value = items[0]
+        return (text[1:-1] if text.startswith("(") else text), value
+
+    def sample(self, split: str, count: int, rng: np.random.Generator) -> list[Problem]:
+        def make(rng):
+            numbers = [int(x) for x in rng.integers(1, self.max_number + 1, self.count)]
+            used = int(rng.integers(2, self.count + 1))
+            subset = [numbers[k] for k in rng.choice(self.count, used, replace=False)]
+            built = self._build(subset, rng)
+            if built is None or not (
+                built[1].denominator == 1 and 1 <= built[1] <= self.max_target
+            ):
+                return None
+            text, target = built[0], int(built[1])
+            prompt = f"Use {' '.join(map(str, numbers))} to make {target}:"
+            key = f"{sorted(numbers)}->{target}"
+            problem = Problem(prompt, f"<answer>{text}</answer>", Fraction(target), tuple(numbers))
+            return key, problem
+
+        return _reject_sample(make, split, count, rng, self.test_percent)
+
+    def reward(self, problem: Problem, completion: str) -> Reward:
+        if not isinstance(completion, str) or len(completion) > MAX_COMPLETION_CHARS:
+            return Reward(0.0, 0.0)
+        blocks = _ANSWER_RE.findall(completion)
+        if not blocks:
+            return Reward(0.0, 0.0)
+        try:
+            expression = parse_expression(blocks[-1])
+        except ExpressionError as err:
+            if "division by zero" in str(err):  # well-formed, but wrong
+                return Reward(0.0, 1.0)
+            return Reward(0.0, 0.0)
+        correct = expression.value == problem.target and uses_available_numbers(
+            expression.numbers, problem.numbers
+        )
+        return Reward(float(correct), 1.0)
+
+
+# ------------------------------------------------------------------------------ GSM8K
+_FINAL_RE = re.compile(r"####\s*(-?[0-9][0-9,]{0,40}(?:\.[0-9]{1,20})?)", re.ASCII)
+
+
+def gsm8k_reference(answer: str) -> Fraction:
+    """The number after the last ``#### `` of a GSM8K answer (commas allowed), exactly.
+
+    Raises ``ValueError`` when there is no ``####`` or what follows is not a number."""
+    if "####" not in answer:
+        raise ValueError("the answer has no '#### <number>' line")
+    final = answer.rsplit("####", 1)[1].strip()
+    value = parse_number(final.split()[0] if final else "")
+    if value is None:
+        raise ValueError(f"'#### {final[:40]}' is not a number")
+    return value
+
+
+def load_gsm8k(path: str | os.PathLike) -> list[Problem]:
+    """Problems from a GSM8K-style JSON-lines file: one object per line with string fields
+    ``question`` and ``answer``; the answer ends with ``#### <number>``.
+
+    The prompt is ``"Question: {question}\\nAnswer:"`` and the solution ``" " + answer``.
+    Blank lines are skipped. Raises ``FileNotFoundError`` for a missing file and
+    ``ValueError`` naming the file and line for invalid JSON, a missing or non-string field,
+    or a missing or non-numeric ``####`` answer, and for a file with no problems.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"GSM8K file {path} not found: pass a JSON-lines file with 'question' and 'answer' "
+            "fields (e.g. the GSM8K train.jsonl)"
+        )
+    problems = []
+    with open(path, encoding="utf-8", errors="strict") as handle:
+        try:
+            lines = list(handle)
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path} is not UTF-8 text: {err}") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{where}: not valid JSON ({err.msg})") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{where}: expected a JSON object with 'question' and 'answer'")
+        for field in ("question", "answer"):
+            if not isinstance(record.get(field), str):
+                raise ValueError(f"{where}: missing or non-string field {field!r}")
+        try:
+            target = gsm8k_reference(record["answer"])
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
+        question = record["question"].strip()
+        problems.append(
+            Problem(f"Question: {question}\nAnswer:", " " + record["answer"].strip(), target)
+        )
+    if not problems:
+        raise ValueError(f"{path} holds no problems")
+    return problems
+
+
+class GSM8K(Task):
+    """GSM8K-style word problems from local JSON-lines files (see :func:`load_gsm8k`).
+
+    Args:
+      path: the training file.
+      test_path: a separate held-out file; without it, about ``test_percent`` % of ``path``'s
+        problems (by a hash of the question) are held out.
+
+    Reward: the answer is the number after the completion's last ``####`` or, without one,
+    its last number; ``correct`` if it equals the reference exactly (``"1,000"`` = ``1000``
+    = ``1000.0``); ``format`` if the completion has a ``#### <number>`` line.
+    """
+
+    name = "gsm8k"
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        test_path: str | os.PathLike | None = None,
+        test_percent: int = 10,
+    ):
+        problems = load_gsm8k(path)
+        if test_path:
+            train, test = problems, load_gsm8k(test_path)
+        else:
+            train = [p for p in problems if split_of(p.prompt, test_percent) == "train"]
+            test = [p for p in problems if split_of(p.prompt, test_percent) == "test"]
+        held = {p.prompt for p in test}
+        train = [p for p in train if p.prompt not in held]  # disjoint even across files
+        if not train or not test:
+            raise ValueError(
+                f"{path}: {len(train)} train and {len(test)} test problems; both splits need at "
+                "least one (give more problems or a separate test file)"
+            )
+        self.splits = {"train": train, "test": test}
+        self.path, self.test_path = str(path), str(test_path) if test_path else None
+
+    def describe(self) -> dict:
+        return {"task": self.name, "path": self.path, "test_path": self.test_path}
+
+    def sample(self, split: str, count: int, rng: np.random.Generator) -> list[Problem]:
+        _check_split(split)
+        pool = self.splits[split]
+        return [pool[int(i)] for i in rng.integers(0, len(pool), count)]
+
+    def problems(self, split: str, count: int, seed: int = 0) -> list[Problem]:
+        """Up to ``count`` distinct problems of ``split`` in a seeded order."""
+        _check_split(split)
+        pool = self.splits[split]
+        order = np.random.default_rng(seed).permutation(len(pool))[:count]
+        return [pool[int(i)] for i in order]
+
+    def reward(self, problem: Problem, completion: str) -> Reward:
+        if not isinstance(completion, str) or len(completion) > MAX_COMPLETION_CHARS:
+            return Reward(0.0, 0.0)
+        finals = _FINAL_RE.findall(completion)
+        if finals:
+            answer = parse_number(finals[-1])
+        else:
+            numbers = _NUMBER_RE.findall(completion)
+            answer = parse_number(numbers[-1]) if numbers else None
+        correct = answer is not None and answer == problem.target
+        return Reward(float(correct), float(bool(finals)))
+
+
+TASKS = ("arithmetic", "countdown", "gsm8k")
