@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -419,10 +420,18 @@ def scaling(args: argparse.Namespace) -> dict:
     def fit(xs, ts):
         return float(np.polyfit(np.log(xs), np.log(ts), 1)[0])
 
-    by_pop = []
+    def inference_seconds(n: int) -> float:
+        """The unperturbed layer on the same ``(n, width)`` rows: the reference curve."""
+        params = {"w": _layer_params(args.width, 1)["w0"]}
+        x = jax.random.normal(jax.random.key(1), (n, args.width))
+        plain = jax.jit(lambda p: jax.vmap(lambda row: dense_layer_fitness(p, row))(x))
+        return time_call(lambda: plain(params), args.repeats)
+
+    by_pop, by_pop_inference = [], []
     for n in args.populations:
         es = egg.EGGROLL(n, sigma=0.01, rank=1, optimizer=optax.sgd(0.0), noise=args.noise)
         by_pop.append(generation_seconds(es, args.width, args.repeats))
+        by_pop_inference.append(inference_seconds(n))
     by_width = []
     for w in args.widths:
         es = egg.EGGROLL(
@@ -438,6 +447,8 @@ def scaling(args: argparse.Namespace) -> dict:
             "populations": args.populations,
             "ms": [round(1e3 * t, 3) for t in by_pop],
             "exponent": round(fit(args.populations, by_pop), 3),
+            "inference_ms": [round(1e3 * t, 3) for t in by_pop_inference],
+            "inference_exponent": round(fit(args.populations, by_pop_inference), 3),
         },
         "width_sweep": {
             "population": args.population,
@@ -665,6 +676,8 @@ COMMANDS = {
     "vs-evosax": "python scripts/bench.py vs-evosax",
     "llm-decode": "python scripts/bench.py llm-decode",
 }
+# Benchmarks with a --noise flag: a keys run is written to and reported from NAME-keys.json.
+NOISE_VARIANTS = ("lowrank-vs-naive", "scaling")
 
 
 def _table(rows: list[dict], columns: list[str]) -> str:
@@ -735,6 +748,12 @@ def report(args: argparse.Namespace) -> dict:
                     "fitted exponent": r["population_sweep"]["exponent"],
                 },
                 {
+                    "sweep": "inference, same rows (population sweep)",
+                    "values": r["population_sweep"]["populations"],
+                    "ms": r["population_sweep"].get("inference_ms", ""),
+                    "fitted exponent": r["population_sweep"].get("inference_exponent", ""),
+                },
+                {
                     "sweep": f"width (population {r['width_sweep']['population']})",
                     "values": r["width_sweep"]["widths"],
                     "ms": r["width_sweep"]["ms"],
@@ -765,13 +784,16 @@ def report(args: argparse.Namespace) -> dict:
         ),
     }
     updated = []
-    for name, render in renderers.items():
+    variants = [(name, render) for name, render in renderers.items()]
+    variants += [(f"{name}-keys", renderers[name]) for name in NOISE_VARIANTS]
+    for name, render in variants:
         path = RESULTS / f"{name}.json"
         start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
         if not path.exists() or start not in doc:
             continue
         result = json.loads(path.read_text())
-        body = f"`{COMMANDS[name]}`. {_machine(result)}\n\n{render(result)}"
+        command = result.get("command", COMMANDS.get(name, name))
+        body = f"`{command}`. {_machine(result)}\n\n{render(result)}"
         head, rest = doc.split(start, 1)
         doc = head + start + "\n" + body + "\n" + end + rest.split(end, 1)[1]
         updated.append(name)
@@ -821,7 +843,7 @@ def main() -> None:
     p.add_argument("--population", type=int, default=1024)
     p.add_argument("--width", type=int, default=512)
     p.add_argument("--noise", choices=["keys", "table"], default="table")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=20)
     p.set_defaults(run=scaling)
     p = sub.add_parser("vs-evosax", help="CartPole-v1: evosax Open_ES vs ours")
     p.add_argument("--population", type=int, default=256)
@@ -845,7 +867,10 @@ def main() -> None:
     if args.command == "report":
         return
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"{args.command}.json"
+    result["command"] = " ".join(["python scripts/bench.py", *sys.argv[1:]])
+    # A run with threefry-key noise keeps its own file, next to the default (table) one.
+    keys = args.command in NOISE_VARIANTS and args.noise == "keys"
+    out = RESULTS / f"{args.command}{'-keys' if keys else ''}.json"
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")
 
