@@ -1,6 +1,8 @@
-"""es_pretrain.py as two processes on 127.0.0.1 (jax.distributed, gloo): same parameters as
-one process, only process 0 writes, and a killed peer makes the survivor exit promptly."""
+"""es_pretrain.py and llm_finetune.py as two processes on 127.0.0.1 (jax.distributed, gloo):
+same parameters as one process, only process 0 writes, and a killed peer makes the survivor
+exit promptly."""
 
+import json
 import os
 import signal
 import subprocess
@@ -131,3 +133,44 @@ def test_killed_peer_makes_the_survivor_exit_with_a_message(corpus, tmp_path):
         for proc in procs:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
+
+
+FINETUNE_TINY = [
+    "--digits", "1", "--format-weight", "1",
+    "--base-steps", "150", "--base-hidden", "16", "--base-layers", "1", "--base-batch", "16",
+    "--prompts", "4", "--group", "4", "--sigma", "0.01", "--lr", "0.001",
+    "--eval-problems", "16", "--eval-every", "2", "--checkpoint-every", "2",
+    "--seconds", "0", "--generations", "4", "--no-progress",
+]  # fmt: skip
+
+
+def _launch_finetune(tmp, run_dir, port, pid):
+    args = [sys.executable, str(ROOT / "scripts" / "llm_finetune.py"), *FINETUNE_TINY]
+    args += ["--run-dir", str(run_dir)]
+    if pid is not None:
+        args += ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
+        args += ["--process-id", str(pid)]
+    return subprocess.Popen(
+        args, env=_env(tmp), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def test_finetune_two_processes_match_one_process_bitwise(tmp_path):
+    pytest.importorskip("tokenizers")
+    single = _launch_finetune(tmp_path, tmp_path / "single", None, None)  # makes the base model
+    _, err = single.communicate(timeout=300)
+    assert single.returncode == 0, err
+    port = free_port()
+    procs = [_launch_finetune(tmp_path, tmp_path / "multi", port, pid) for pid in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for proc, (_, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err
+    summaries = [[x for x in out.splitlines() if x.startswith("{")] for out, _ in outputs]
+    assert len(summaries[0]) == 1 and not summaries[1]  # only process 0 prints the summary
+    a, b = _params(tmp_path / "single"), _params(tmp_path / "multi")
+    assert a.keys() == b.keys() and a
+    for path in a:
+        assert a[path] == b[path], path
+    records = (tmp_path / "single" / "metrics.jsonl").read_text().splitlines()
+    moved = [json.loads(r)["update_norm_lowrank"] for r in records if "update_norm" in r]
+    assert len(moved) == 4 and all(m > 0 for m in moved)  # the compared parameters did move
