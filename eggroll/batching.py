@@ -5,8 +5,11 @@ matrix-vector products. For int8 the CPU backend runs those far below GEMM speed
 than this rule at n_in = 512 on 2 cores; ``python scripts/bench.py member-project``). The rule
 groups ``c`` members, multiplies their stacked rows by their stacked factors in one
 ``(c·T, n_in) @ (n_in, c·r)`` GEMM, and keeps the ``c`` diagonal blocks: ``c`` times the
-(tiny) useful FLOPs, at GEMM speed. Float32 batched mat-vecs are already fast there (the rule
-measured 0.6–0.8× of them), so float inputs use the plain product.
+(tiny) useful FLOPs, at GEMM speed. Up to 16 members (the draws of one evaluation slice) it is
+a single 2-D GEMM over all of them, which reads the rows exactly as the layer's own GEMM does
+(see :func:`_one_gemm`). Members that share a factor (the two signs of a draw, an inner
+``vmap``) become extra rows of the same product. Float32 batched mat-vecs are already fast
+there (the rule measured 0.6–0.8× of them), so float inputs use the plain product.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import jax.numpy as jnp
 
 Array = jax.Array
 _GROUP = 8  # members per block GEMM; 4–8 was fastest on a 2-core CPU for n_in 128–512
+_ONE_GEMM = 16  # up to this many members (e.g. the draws of one evaluation slice): one 2-D GEMM
 
 
 def _plain(x: Array, a: Array, out_dtype) -> Array:
@@ -24,11 +28,16 @@ def _plain(x: Array, a: Array, out_dtype) -> Array:
     )
 
 
+def _local_members(members: int) -> int:
+    """Members of this vmap each device may hold (all of them unless they could be split)."""
+    devices = jax.device_count()
+    return members // devices if members % devices == 0 else members
+
+
 def _group_size(members: int) -> int:
     """Members per block: divides the members each device holds, so a block never spans
     devices (which would make the partitioner gather factors across them)."""
-    devices = jax.device_count()
-    local = members // devices if members % devices == 0 else members
+    local = _local_members(members)
     for c in range(min(_GROUP, local), 0, -1):
         if local % c == 0:
             return c
@@ -41,6 +50,8 @@ def _blocked(x: Array, a: Array, out_dtype) -> Array:
     rows = 1
     for size in rest:
         rows *= size
+    if members <= _ONE_GEMM and _local_members(members) == members:
+        return _one_gemm(x.reshape(members, rows, n_in), a, out_dtype).reshape(members, *rest, rank)
     c = _group_size(members)
     g = members // c
     xb = x.reshape(g, c * rows, n_in)
@@ -51,6 +62,22 @@ def _blocked(x: Array, a: Array, out_dtype) -> Array:
     diag = jnp.arange(c)
     out = out[:, diag, :, diag, :]  # (c, g, rows, rank): member (g, c) with its own factor
     return out.transpose(1, 0, 2, 3).reshape(members, *rest, rank)
+
+
+def _one_gemm(x: Array, a: Array, out_dtype) -> Array:
+    """``x (B, rows, n_in)``, ``a (B, n_in, r)`` → ``(B, rows, r)`` as one 2-D GEMM of all rows
+    against all B factors, keeping each member's own columns.
+
+    B times the useful FLOPs, but the rows enter as the ``(B·rows, n_in)`` matrix the layer's
+    own GEMM reads, so XLA computes the int8 input once for both products; a batched block
+    GEMM needs another view of it, and XLA recomputes the producing elementwise pass for it.
+    """
+    members, rows, n_in = x.shape
+    rank = a.shape[-1]
+    out = _plain(x.reshape(members * rows, n_in), a.transpose(1, 0, 2).reshape(n_in, -1), out_dtype)
+    out = out.reshape(members, rows, members, rank)
+    diag = jnp.arange(members)
+    return out[diag, :, diag, :]  # (members, rows, rank): member b with factor b
 
 
 def _make(out_dtype):
@@ -66,8 +93,11 @@ def _make(out_dtype):
         if a_batched:  # shared input, per-member factors
             x = jnp.broadcast_to(x, (axis_size, *x.shape))
             return _blocked(x, a, out_dtype), True
-        if x_batched:  # per-member input, shared factor: one plain GEMM
-            return _plain(x, a, out_dtype), True
+        if x_batched:  # per-member input, shared factor (e.g. the two signs of one draw)
+            # One product with the members as rows; calling ``project`` (not the plain dot)
+            # keeps it visible to an enclosing vmap over draws, which then takes the block
+            # rule instead of batching a plain dot into mat-vecs.
+            return project(x, a), True
         return _plain(x, a, out_dtype), False
 
     return project

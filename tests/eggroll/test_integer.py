@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from eggroll import integer
+from eggroll import batching, integer
 from eggroll.intmath import shift_round
 
 
@@ -49,6 +49,22 @@ def test_vmapped_projection_equals_per_member_projection():
     got = batched(jnp.arange(16), x)
     for i in range(16):
         np.testing.assert_array_equal(got[i], integer.matmul(x[i], es.ask(state)[i]["w"]))
+
+
+@pytest.mark.parametrize("draws", [5, 16, 24])  # one 2-D GEMM up to 16 draws, blocks above
+def test_member_projection_rules_are_exact_under_nested_vmaps(draws):
+    """``x @ A`` with the two signs of a draw as an inner vmap sharing the factor and the draws
+    as an outer vmap (the layout of a sliced evaluation), and as one flat vmap."""
+    kx, ka = jax.random.split(jax.random.key(4))
+    x = jax.random.randint(kx, (draws, 2, 7, 12), -127, 128).astype(jnp.int8)
+    a = jax.random.randint(ka, (draws, 12, 2), -127, 128).astype(jnp.int8)
+    want = np.einsum("dstn,dnr->dstr", np.asarray(x, np.int64), np.asarray(a, np.int64))
+    per_sign = jax.vmap(batching.member_project, in_axes=(0, None))
+    nested = jax.jit(jax.vmap(per_sign))(x, a)
+    flat = jax.jit(jax.vmap(batching.member_project))(x[:, 0], a)
+    assert nested.dtype == flat.dtype == jnp.int32
+    np.testing.assert_array_equal(nested, want)
+    np.testing.assert_array_equal(flat, want[:, 0])
 
 
 def test_antithetic_members_share_factors_with_opposite_signs():
