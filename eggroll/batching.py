@@ -114,3 +114,42 @@ def member_project(x: Array, a: Array) -> Array:
     if jnp.issubdtype(x.dtype, jnp.integer):
         return _project_int(x, a)
     return _plain(x, a.astype(x.dtype), x.dtype)
+
+
+@jax.custom_batching.custom_vmap
+def matmul_and_project(x: Array, w: Array, a: Array) -> tuple[Array, Array]:
+    """int32 ``(x @ w, x @ a)`` for int8 ``x (..., n_in)``, a shared ``w (n_in, n_out)`` and a
+    per-member factor ``a (n_in, r)``: a perturbed layer's GEMM and its projection.
+
+    Under a ``vmap`` of up to 16 members (one evaluation slice's draws) both are one GEMM of all
+    rows against ``[w | a_1 … a_B]``: the input is read once and the projection costs only
+    ``B·r`` extra output columns. Otherwise the two products go their own ways
+    (:func:`member_project`'s rules for the projection).
+    """
+    return _plain(x, w, jnp.int32), _plain(x, a, jnp.int32)
+
+
+@matmul_and_project.def_vmap
+def _matmul_and_project_vmap(axis_size, in_batched, x, w, a):
+    x_batched, w_batched, a_batched = in_batched
+    if x_batched and not w_batched and not a_batched:  # members share w and a (signs of a draw)
+        return matmul_and_project(x, w, a), (True, True)  # rows of the same products
+    if (
+        x_batched
+        and a_batched
+        and not w_batched
+        and axis_size <= _ONE_GEMM
+        and _local_members(axis_size) == axis_size
+    ):
+        members, rest, n_in = x.shape[0], x.shape[1:-1], x.shape[-1]
+        n_out, rank = w.shape[-1], a.shape[-1]
+        rows = x[0, ..., 0].size
+        factors = a.transpose(1, 0, 2).reshape(n_in, members * rank)
+        out = _plain(x.reshape(members * rows, n_in), jnp.concatenate([w, factors], 1), jnp.int32)
+        main = out[:, :n_out].reshape(members, *rest, n_out)
+        cross = out[:, n_out:].reshape(members, rows, members, rank)
+        diag = jnp.arange(members)
+        return (main, cross[diag, :, diag, :].reshape(members, *rest, rank)), (True, True)
+    axes = tuple(0 if b else None for b in in_batched)
+    both = jax.vmap(lambda xi, wi, ai: (_plain(xi, wi, jnp.int32), _project_int(xi, ai)), axes)
+    return both(x, w, a), (True, True)

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 from jax.scipy.special import ndtri
 
 from eggroll import noise
-from eggroll.batching import member_project
+from eggroll.batching import matmul_and_project
 from eggroll.intmath import INT8_MAX, saturate, shift_round
 from eggroll.intmath import matmul as int_matmul
 from eggroll.leaves import LeafSpec
@@ -105,13 +105,14 @@ def matmul(x: Array, w: Array | IntLowRank) -> Array:
         return int_matmul(x, w)
     if w.base.ndim != 2:
         raise ValueError(f"matmul expects a 2-D weight, got a stacked one of shape {w.shape}")
-    xa = shift_round(member_project(x, w.a), 4)  # (..., r) int32
+    xw, xa = matmul_and_project(x, w.base, w.a)  # one GEMM for a slice's members
+    xa = shift_round(xa, 4)  # (..., r) int32
     # Rank is small: elementwise products fuse into the output pass (no (.., n_out) temp).
     correction = 0
     for k in range(w.a.shape[-1]):
         correction = correction + xa[..., k : k + 1] * w.b[:, k].astype(jnp.int32)
     # The sign comes last so antithetic members get exactly opposite corrections.
-    return int_matmul(x, w.base) + shift_round(correction, w.sigma_shift) * w.sign
+    return xw + shift_round(correction, w.sigma_shift) * w.sign
 
 
 def embed(ids: Array, table: Array | IntLowRank) -> Array:

@@ -67,6 +67,29 @@ def test_member_projection_rules_are_exact_under_nested_vmaps(draws):
     np.testing.assert_array_equal(flat, want[:, 0])
 
 
+@pytest.mark.parametrize("draws", [5, 16, 24])  # one augmented GEMM up to 16, split above
+def test_layer_gemm_and_projection_together_are_exact_under_nested_vmaps(draws):
+    """``(x @ W, x @ A)`` with W shared, A per draw, the signs as an inner vmap."""
+    kx, kw, ka = jax.random.split(jax.random.key(5), 3)
+    x = jax.random.randint(kx, (draws, 2, 7, 12), -127, 128).astype(jnp.int8)
+    w = jax.random.randint(kw, (12, 9), -127, 128).astype(jnp.int8)
+    a = jax.random.randint(ka, (draws, 12, 2), -127, 128).astype(jnp.int8)
+    x64, a64 = np.asarray(x, np.int64), np.asarray(a, np.int64)
+    want_w = np.einsum("dstn,nm->dstm", x64, np.asarray(w, np.int64))
+    want_a = np.einsum("dstn,dnr->dstr", x64, a64)
+    per_sign = jax.vmap(batching.matmul_and_project, in_axes=(0, None, None))
+    xw, xa = jax.jit(jax.vmap(per_sign, in_axes=(0, None, 0)))(x, w, a)
+    assert xw.dtype == xa.dtype == jnp.int32
+    np.testing.assert_array_equal(xw, want_w)
+    np.testing.assert_array_equal(xa, want_a)
+    flat_w, flat_a = jax.jit(jax.vmap(batching.matmul_and_project, (0, None, 0)))(x[:, 0], w, a)
+    np.testing.assert_array_equal(flat_w, want_w[:, 0])
+    np.testing.assert_array_equal(flat_a, want_a[:, 0])
+    shared_w, one_a = batching.matmul_and_project(x[0, 0], w, a[0])  # no vmap at all
+    np.testing.assert_array_equal(shared_w, want_w[0, 0])
+    np.testing.assert_array_equal(one_a, want_a[0, 0])
+
+
 def test_antithetic_members_share_factors_with_opposite_signs():
     es = integer.IntEGGROLL(4, rank=1)
     state = es.init(jax.random.key(0), _params())
