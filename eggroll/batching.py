@@ -10,6 +10,9 @@ a single 2-D GEMM over all of them, which reads the rows exactly as the layer's 
 (see :func:`_one_gemm`). Members that share a factor (the two signs of a draw, an inner
 ``vmap``) become extra rows of the same product. Float32 batched mat-vecs are already fast
 there (the rule measured 0.6–0.8× of them), so float inputs use the plain product.
+
+:func:`matmul_and_project` goes further for int8 layers: a slice's shared ``x @ W`` and its
+members' ``x @ A_i`` in one GEMM against ``[W | A_1 … A_B]``.
 """
 
 from __future__ import annotations
