@@ -420,18 +420,30 @@ def scaling(args: argparse.Namespace) -> dict:
     def fit(xs, ts):
         return float(np.polyfit(np.log(xs), np.log(ts), 1)[0])
 
-    def inference_seconds(n: int) -> float:
+    def inference_seconds(n: int, width: int) -> float:
         """The unperturbed layer on the same ``(n, width)`` rows: the reference curve."""
-        params = {"w": _layer_params(args.width, 1)["w0"]}
-        x = jax.random.normal(jax.random.key(1), (n, args.width))
+        params = {"w": _layer_params(width, 1)["w0"]}
+        x = jax.random.normal(jax.random.key(1), (n, width))
         plain = jax.jit(lambda p: jax.vmap(lambda row: dense_layer_fitness(p, row))(x))
         return time_call(lambda: plain(params), args.repeats)
 
-    by_pop, by_pop_inference = [], []
-    for n in args.populations:
-        es = egg.EGGROLL(n, sigma=0.01, rank=1, optimizer=optax.sgd(0.0), noise=args.noise)
-        by_pop.append(generation_seconds(es, args.width, args.repeats))
-        by_pop_inference.append(inference_seconds(n))
+    population_sweeps = []
+    for width in args.sweep_widths:
+        by_pop, by_pop_inference = [], []
+        for n in args.populations:
+            es = egg.EGGROLL(n, sigma=0.01, rank=1, optimizer=optax.sgd(0.0), noise=args.noise)
+            by_pop.append(generation_seconds(es, width, args.repeats))
+            by_pop_inference.append(inference_seconds(n, width))
+        population_sweeps.append(
+            {
+                "width": width,
+                "populations": args.populations,
+                "ms": [round(1e3 * t, 3) for t in by_pop],
+                "exponent": round(fit(args.populations, by_pop), 3),
+                "inference_ms": [round(1e3 * t, 3) for t in by_pop_inference],
+                "inference_exponent": round(fit(args.populations, by_pop_inference), 3),
+            }
+        )
     by_width = []
     for w in args.widths:
         es = egg.EGGROLL(
@@ -442,14 +454,7 @@ def scaling(args: argparse.Namespace) -> dict:
         "benchmark": "scaling",
         "machine": machine_info(),
         "noise": args.noise,
-        "population_sweep": {
-            "width": args.width,
-            "populations": args.populations,
-            "ms": [round(1e3 * t, 3) for t in by_pop],
-            "exponent": round(fit(args.populations, by_pop), 3),
-            "inference_ms": [round(1e3 * t, 3) for t in by_pop_inference],
-            "inference_exponent": round(fit(args.populations, by_pop_inference), 3),
-        },
+        "population_sweeps": population_sweeps,
         "width_sweep": {
             "population": args.population,
             "widths": args.widths,
@@ -457,8 +462,9 @@ def scaling(args: argparse.Namespace) -> dict:
             "exponent": round(fit(args.widths, by_width), 3),
         },
     }
-    for key in ("population_sweep", "width_sweep"):
-        print(key, json.dumps(result[key]), flush=True)
+    for sweep in population_sweeps:
+        print("population_sweep", json.dumps(sweep), flush=True)
+    print("width_sweep", json.dumps(result["width_sweep"]), flush=True)
     try:
         import matplotlib
 
@@ -466,14 +472,18 @@ def scaling(args: argparse.Namespace) -> dict:
         import matplotlib.pyplot as plt
 
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=110)
-        for ax, xs, ts, label in (
-            (axes[0], args.populations, by_pop, "population"),
-            (axes[1], args.widths, by_width, "width"),
-        ):
-            ax.loglog(xs, [1e3 * t for t in ts], "o-")
-            ax.set_xlabel(label)
+        for sweep in population_sweeps:
+            for key, style, name in (("ms", "o-", "EGGROLL"), ("inference_ms", "s--", "inference")):
+                axes[0].loglog(
+                    args.populations, sweep[key], style, label=f"{name}, width {sweep['width']}"
+                )
+        axes[0].legend(fontsize=7)
+        axes[0].set_xlabel("population")
+        axes[1].loglog(args.widths, [1e3 * t for t in by_width], "o-")
+        axes[1].set_xlabel(f"width (population {args.population})")
+        axes[1].set_title(f"exponent {fit(args.widths, by_width):.2f}")
+        for ax in axes:
             ax.set_ylabel("ms / generation")
-            ax.set_title(f"exponent {fit(xs, ts):.2f}")
             ax.grid(alpha=0.3, which="both")
         fig.tight_layout()
         RESULTS.mkdir(exist_ok=True)
@@ -741,24 +751,30 @@ def report(args: argparse.Namespace) -> dict:
         ),
         "scaling": lambda r: _table(
             [
-                {
-                    "sweep": f"population (width {r['population_sweep']['width']})",
-                    "values": r["population_sweep"]["populations"],
-                    "ms": r["population_sweep"]["ms"],
-                    "fitted exponent": r["population_sweep"]["exponent"],
-                },
-                {
-                    "sweep": "inference, same rows (population sweep)",
-                    "values": r["population_sweep"]["populations"],
-                    "ms": r["population_sweep"].get("inference_ms", ""),
-                    "fitted exponent": r["population_sweep"].get("inference_exponent", ""),
-                },
+                row
+                for sweep in r["population_sweeps"]
+                for row in (
+                    {
+                        "sweep": f"population, EGGROLL (width {sweep['width']})",
+                        "values": sweep["populations"],
+                        "ms": sweep["ms"],
+                        "fitted exponent": sweep["exponent"],
+                    },
+                    {
+                        "sweep": f"population, inference (width {sweep['width']})",
+                        "values": sweep["populations"],
+                        "ms": sweep["inference_ms"],
+                        "fitted exponent": sweep["inference_exponent"],
+                    },
+                )
+            ]
+            + [
                 {
                     "sweep": f"width (population {r['width_sweep']['population']})",
                     "values": r["width_sweep"]["widths"],
                     "ms": r["width_sweep"]["ms"],
                     "fitted exponent": r["width_sweep"]["exponent"],
-                },
+                }
             ],
             ["sweep", "values", "ms", "fitted exponent"],
         ),
@@ -840,8 +856,10 @@ def main() -> None:
     p = sub.add_parser("scaling", help="time per generation against population and width")
     p.add_argument("--populations", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096])
     p.add_argument("--widths", type=int, nargs="+", default=[128, 256, 512, 1024])
-    p.add_argument("--population", type=int, default=1024)
-    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--population", type=int, default=1024, help="of the width sweep")
+    p.add_argument(
+        "--sweep-widths", type=int, nargs="+", default=[512, 1024], help="of the population sweeps"
+    )
     p.add_argument("--noise", choices=["keys", "table"], default="table")
     p.add_argument("--repeats", type=int, default=20)
     p.set_defaults(run=scaling)

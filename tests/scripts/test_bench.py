@@ -68,9 +68,21 @@ def test_report_rewrites_marked_sections_and_keeps_the_rest(tmp_path, monkeypatc
 def test_scaling_reports_eggroll_and_its_inference_reference(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "RESULTS", tmp_path)
     args = argparse.Namespace(
-        populations=[4, 8], widths=[8, 16], population=4, width=8, noise="table", repeats=1
-    )
-    sweep = bench.scaling(args)["population_sweep"]
-    assert len(sweep["ms"]) == len(sweep["inference_ms"]) == 2
-    assert all(t > 0 for t in sweep["ms"] + sweep["inference_ms"])
-    assert isinstance(sweep["inference_exponent"], float)
+        populations=[4, 8], widths=[8, 16], population=4, sweep_widths=[8, 16], noise="table",
+        repeats=1,
+    )  # fmt: skip
+    result = bench.scaling(args)
+    assert [sweep["width"] for sweep in result["population_sweeps"]] == [8, 16]
+    for sweep in result["population_sweeps"]:
+        assert len(sweep["ms"]) == len(sweep["inference_ms"]) == 2
+        assert all(t > 0 for t in sweep["ms"] + sweep["inference_ms"])
+        assert isinstance(sweep["inference_exponent"], float)
+    (tmp_path / "scaling.json").write_text(json.dumps(result))
+    doc = tmp_path / "BENCHMARKS.md"
+    doc.write_text("<!-- bench:scaling -->\n<!-- /bench:scaling -->\n")
+    bench.report(argparse.Namespace(doc=str(doc)))
+    text = doc.read_text()
+    for width in (8, 16):  # each sweep renders as an EGGROLL row and an inference row
+        assert f"| population, EGGROLL (width {width}) |" in text
+        assert f"| population, inference (width {width}) |" in text
+    assert "| width (population 4) |" in text
