@@ -22,6 +22,7 @@ are never mixed here; a caller that wants a blend says so explicitly.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import json
 import os
@@ -73,7 +74,7 @@ def _check_split(split: str) -> None:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
 
 
-class Task:
+class Task(abc.ABC):
     """A task with verifiable rewards.
 
     Subclasses define ``name``, :meth:`sample` and :meth:`reward`. ``problems(split, count,
@@ -84,15 +85,17 @@ class Task:
 
     name = "task"
 
+    @abc.abstractmethod
     def sample(self, split: str, count: int, rng: np.random.Generator) -> list[Problem]:
-        raise NotImplementedError
+        """``count`` problems of ``split`` (``"train"`` or ``"test"``) drawn with ``rng``."""
 
     def problems(self, split: str, count: int, seed: int = 0) -> list[Problem]:
         """``count`` problems of ``split`` drawn with ``seed`` (the same list every time)."""
         return self.sample(split, count, np.random.default_rng(seed))
 
+    @abc.abstractmethod
     def reward(self, problem: Problem, completion: str) -> Reward:
-        raise NotImplementedError
+        """Correctness and format of one completion; never raises on adversarial text."""
 
     def rewards(
         self, problems: Sequence[Problem], completions: Sequence[str]

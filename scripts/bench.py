@@ -881,6 +881,10 @@ def main() -> None:
     p.add_argument("--doc", default=str(RESULTS.parent / "docs" / "BENCHMARKS.md"))
     p.set_defaults(run=report)
     args = parser.parse_args()
+    for name, value in vars(args).items():  # sizes, counts and repeats: all must be ≥ 1
+        values = value if isinstance(value, list) else [value]
+        if all(type(v) is int for v in values) and any(v < 1 for v in values):
+            parser.error(f"--{name.replace('_', '-')} must be ≥ 1, got {value}")
     result = args.run(args)
     if args.command == "report":
         return

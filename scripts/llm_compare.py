@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from common import parse_config
-from llm_finetune import FinetuneConfig, run
+from llm_finetune import METHODS, FinetuneConfig, run
 from plot import plot_finetune_compare
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
@@ -35,16 +35,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--runs", type=Path, default=Path("runs/llm-compare"))
     parser.add_argument("--out", type=Path, default=RESULTS / "llm-compare.json")
     args = parser.parse_args(argv)
-    rows, run_dirs = [], {}
+    unknown = sorted(set(args.methods) - set(METHODS))
+    if unknown:
+        parser.error(f"--methods: unknown {unknown}; choose from {list(METHODS)}")
+    configs = {}  # every run's flags are checked before the first one starts
     for method in args.methods:
-        run_dir = args.runs / method
         flags = [
-            "--method", method, "--seconds", str(args.seconds), "--run-dir", str(run_dir),
-            "--no-progress",
+            "--method", method, "--seconds", str(args.seconds),
+            "--run-dir", str(args.runs / method), "--no-progress",
             *shlex.split(args.common_args),
             *shlex.split(getattr(args, f"{method}_args", "")),
         ]  # fmt: skip
-        summary = run(parse_config(FinetuneConfig, flags, "llm_finetune.py"))
+        configs[method] = (flags, parse_config(FinetuneConfig, flags, "llm_finetune.py"))
+    rows, run_dirs = [], {}
+    for method, (flags, cfg) in configs.items():
+        run_dir = args.runs / method
+        summary = run(cfg)
         run_dirs[method] = run_dir
         rows.append(
             {

@@ -16,11 +16,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 from common import read_jsonl  # noqa: E402
 
 
-def plot_pretrain(run_dir: Path, out: Path | None = None) -> Path:
-    """Train and validation bits/byte against training tokens, baselines as horizontal lines."""
+def _records(run_dir: Path) -> list[dict]:
+    """The run's ``metrics.jsonl`` records; an error naming the file if there are none."""
     records = read_jsonl(run_dir / "metrics.jsonl")
     if not records:
         raise ValueError(f"{run_dir / 'metrics.jsonl'} has no records to plot")
+    return records
+
+
+def plot_pretrain(run_dir: Path, out: Path | None = None) -> Path:
+    """Train and validation bits/byte against training tokens, baselines as horizontal lines."""
+    records = _records(run_dir)
     train = [r for r in records if r.get("train_bits_per_byte") is not None]
     valid = [r for r in records if r.get("valid_bits_per_byte") is not None]
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
@@ -67,11 +73,9 @@ def plot_pretrain(run_dir: Path, out: Path | None = None) -> Path:
 def plot_rl(run_dir: Path, out: Path | None = None) -> Path:
     """Evaluation return (mean ± std over 32 episodes) and population mean fitness against
     environment steps."""
-    records = read_jsonl(run_dir / "metrics.jsonl")
+    records = _records(run_dir)
     evals = [r for r in records if r.get("eval_return") is not None]
     train = [r for r in records if r.get("fitness_mean") is not None]
-    if not records:
-        raise ValueError(f"{run_dir / 'metrics.jsonl'} has no records to plot")
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     ax.plot(
         [r["env_steps"] for r in train],
@@ -106,9 +110,7 @@ def plot_finetune(run_dir: Path, out: Path | None = None) -> Path:
     """LLM fine-tuning: held-out accuracy (greedy, unperturbed model) and the per-generation
     diagnostics (mean correctness and format reward of the population's answers, identical
     antithetic pairs) against training seconds."""
-    records = read_jsonl(run_dir / "metrics.jsonl")
-    if not records:
-        raise ValueError(f"{run_dir / 'metrics.jsonl'} has no records to plot")
+    records = _records(run_dir)
     evals = [r for r in records if r.get("eval_accuracy") is not None]
     train = [r for r in records if r.get("correct_mean") is not None]
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)

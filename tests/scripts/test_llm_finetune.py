@@ -188,3 +188,18 @@ def test_bad_flags_exit_with_a_message(flags, message, capsys):
 def test_missing_gsm8k_file_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="not found"):
         ft.main(["--task", "gsm8k", "--data", str(tmp_path / "none.jsonl"), "--no-progress"])
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--grpo-args", "--lr -1"], "--lr must be > 0"),  # the second run's flags, checked first
+        (["--methods", "eggroll", "ppo"], "unknown ['ppo']"),
+    ],
+)
+def test_compare_rejects_bad_flags_before_any_run(flags, message, tmp_path, capsys):
+    compare = load_script("llm_compare")
+    with pytest.raises(SystemExit):
+        compare.main([*flags, "--runs", str(tmp_path / "runs")])
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # nothing started, nothing written

@@ -92,12 +92,14 @@ def _params(run_dir):
     return {leaf["path"]: leaf["data"] for leaf in doc["leaves"] if "params" in leaf["path"]}
 
 
-def test_two_processes_match_one_process_bitwise(corpus, tmp_path):
-    single = _launch(corpus, tmp_path / "single", 6, None, None)
-    out, err = single.communicate(timeout=300)
+def _assert_pair_matches_single(launch, tmp_path):
+    """Run ``launch(run_dir, port, pid)`` as one process, then as two (pids 0 and 1): both end,
+    only process 0 prints the summary, and the checkpointed parameters are bitwise equal."""
+    single = launch(tmp_path / "single", None, None)
+    _, err = single.communicate(timeout=300)
     assert single.returncode == 0, err
     port = free_port()
-    procs = [_launch(corpus, tmp_path / "multi", 6, port, pid) for pid in range(2)]
+    procs = [launch(tmp_path / "multi", port, pid) for pid in range(2)]
     outputs = [p.communicate(timeout=300) for p in procs]
     for proc, (_, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err
@@ -107,6 +109,12 @@ def test_two_processes_match_one_process_bitwise(corpus, tmp_path):
     assert a.keys() == b.keys() and a
     for path in a:
         assert a[path] == b[path], path
+
+
+def test_two_processes_match_one_process_bitwise(corpus, tmp_path):
+    _assert_pair_matches_single(
+        lambda run_dir, port, pid: _launch(corpus, run_dir, 6, port, pid), tmp_path
+    )
 
 
 def test_killed_peer_makes_the_survivor_exit_with_a_message(corpus, tmp_path):
@@ -157,20 +165,10 @@ def _launch_finetune(tmp, run_dir, port, pid):
 
 def test_finetune_two_processes_match_one_process_bitwise(tmp_path):
     pytest.importorskip("tokenizers")
-    single = _launch_finetune(tmp_path, tmp_path / "single", None, None)  # makes the base model
-    _, err = single.communicate(timeout=300)
-    assert single.returncode == 0, err
-    port = free_port()
-    procs = [_launch_finetune(tmp_path, tmp_path / "multi", port, pid) for pid in range(2)]
-    outputs = [p.communicate(timeout=300) for p in procs]
-    for proc, (_, err) in zip(procs, outputs, strict=True):
-        assert proc.returncode == 0, err
-    summaries = [[x for x in out.splitlines() if x.startswith("{")] for out, _ in outputs]
-    assert len(summaries[0]) == 1 and not summaries[1]  # only process 0 prints the summary
-    a, b = _params(tmp_path / "single"), _params(tmp_path / "multi")
-    assert a.keys() == b.keys() and a
-    for path in a:
-        assert a[path] == b[path], path
+    # The single run goes first and makes the base model the pair then reads from the cache.
+    _assert_pair_matches_single(
+        lambda run_dir, port, pid: _launch_finetune(tmp_path, run_dir, port, pid), tmp_path
+    )
     records = (tmp_path / "single" / "metrics.jsonl").read_text().splitlines()
     moved = [json.loads(r)["update_norm_lowrank"] for r in records if "update_norm" in r]
     assert len(moved) == 4 and all(m > 0 for m in moved)  # the compared parameters did move
