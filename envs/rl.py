@@ -30,10 +30,14 @@ def _gymnax():
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class Task:
-    """A gymnax environment with what a policy needs to know about it."""
+class EnvSpec:
+    """A gymnax-style environment with what a policy needs to know about it.
 
-    env_id: str
+    Build one with :func:`make_env` from a registered gymnax id, or with :func:`env_spec` from
+    any object with the gymnax interface (``reset(key, params)``, ``step(key, state, action,
+    params)``, ``observation_space(params)``, ``action_space(params)``)."""
+
+    name: str
     env: Any
     env_params: Any
     obs_size: int
@@ -44,16 +48,20 @@ class Task:
     max_steps: int
 
 
-def make_task(env_id: str, max_steps: int | None = None) -> Task:
-    """Build a :class:`Task` for any gymnax environment id (``gymnax.registered_envs``)."""
-    gymnax = _gymnax()
-    if env_id not in gymnax.registered_envs:
-        close = [e for e in gymnax.registered_envs if env_id.lower() in e.lower()]
-        raise ValueError(
-            f"unknown gymnax environment {env_id!r}"
-            + (f"; did you mean {close}?" if close else f"; choose from {gymnax.registered_envs}")
-        )
-    env, env_params = gymnax.make(env_id)
+def env_spec(
+    env: Any, env_params: Any = None, max_steps: int | None = None, name: str | None = None
+) -> EnvSpec:
+    """An :class:`EnvSpec` for any gymnax-style environment object.
+
+    ``env_params`` defaults to ``env.default_params``; the episode length is
+    ``env_params.max_steps_in_episode`` (1000 when absent), capped by ``max_steps``."""
+    for method in ("reset", "step", "observation_space", "action_space"):
+        if not callable(getattr(env, method, None)):
+            raise TypeError(
+                f"{type(env).__name__} is not a gymnax-style environment: it has no {method}()"
+            )
+    if env_params is None:
+        env_params = getattr(env, "default_params", None)
     obs_shape = env.observation_space(env_params).shape
     space = env.action_space(env_params)
     discrete = hasattr(space, "n")
@@ -68,9 +76,30 @@ def make_task(env_id: str, max_steps: int | None = None) -> Task:
         if max_steps < 1:
             raise ValueError(f"max_steps must be ≥ 1, got {max_steps}")
         limit = min(limit, max_steps)
-    return Task(
-        env_id, env, env_params, int(np.prod(obs_shape)), discrete, action_size, low, high, limit
+    return EnvSpec(
+        name or type(env).__name__,
+        env,
+        env_params,
+        int(np.prod(obs_shape)),
+        discrete,
+        action_size,
+        low,
+        high,
+        limit,
     )
+
+
+def make_env(env_id: str, max_steps: int | None = None) -> EnvSpec:
+    """An :class:`EnvSpec` for a registered gymnax environment id (``gymnax.registered_envs``)."""
+    gymnax = _gymnax()
+    if env_id not in gymnax.registered_envs:
+        close = [e for e in gymnax.registered_envs if env_id.lower() in e.lower()]
+        raise ValueError(
+            f"unknown gymnax environment {env_id!r}"
+            + (f"; did you mean {close}?" if close else f"; choose from {gymnax.registered_envs}")
+        )
+    env, env_params = gymnax.make(env_id)
+    return env_spec(env, env_params, max_steps, name=env_id)
 
 
 @jax.tree_util.register_dataclass
@@ -122,26 +151,26 @@ class Episode:
     obs_sq: Array
 
 
-def to_action(task: Task, outputs: Array, key: Array, sample: bool, squash: bool) -> Array:
+def to_action(spec: EnvSpec, outputs: Array, key: Array, sample: bool, squash: bool) -> Array:
     """Policy outputs → an environment action.
 
     Discrete: ``argmax`` of the logits (or a categorical sample when ``sample``). Continuous:
     ``tanh`` squashed onto ``[low, high]`` when ``squash``, else clipped to the bounds.
     """
-    if task.discrete:
+    if spec.discrete:
         if sample:
             return jax.random.categorical(key, outputs)
         return jnp.argmax(outputs)
-    low, high = jnp.asarray(task.low), jnp.asarray(task.high)
+    low, high = jnp.asarray(spec.low), jnp.asarray(spec.high)
     if squash:
         action = low + (jnp.tanh(outputs) + 1.0) * 0.5 * (high - low)
     else:
         action = jnp.clip(outputs, low, high)
-    return action.reshape(task.env.action_space(task.env_params).shape)
+    return action.reshape(spec.env.action_space(spec.env_params).shape)
 
 
 def rollout(
-    task: Task,
+    spec: EnvSpec,
     policy: Policy,
     params: Any,
     key: Array,
@@ -151,9 +180,9 @@ def rollout(
     sample: bool = False,
     squash: bool = True,
 ) -> Episode:
-    """One episode of at most ``task.max_steps`` steps as a fixed-length masked ``lax.scan``."""
+    """One episode of at most ``spec.max_steps`` steps as a fixed-length masked ``lax.scan``."""
     reset_key, run_key = jax.random.split(key)
-    obs, env_state = task.env.reset(reset_key, task.env_params)
+    obs, env_state = spec.env.reset(reset_key, spec.env_params)
 
     def step(carry, step_key):
         obs, env_state, alive, ret, length, obs_sum, obs_sq = carry
@@ -162,30 +191,30 @@ def rollout(
         obs_sq = obs_sq + alive * flat**2
         x = stats.normalise(flat) if normalise else flat
         act_key, env_key = jax.random.split(step_key)
-        action = to_action(task, policy(params, x), act_key, sample, squash)
-        obs, env_state, reward, terminated, truncated, _ = task.env.step(
-            env_key, env_state, action, task.env_params
+        action = to_action(spec, policy(params, x), act_key, sample, squash)
+        obs, env_state, reward, terminated, truncated, _ = spec.env.step(
+            env_key, env_state, action, spec.env_params
         )
         ret = ret + alive * reward.astype(jnp.float32)
         length = length + alive
         alive = alive * (1.0 - jnp.logical_or(terminated, truncated).astype(jnp.float32))
         return (obs, env_state, alive, ret, length, obs_sum, obs_sq), None
 
-    zeros = jnp.zeros(task.obs_size, jnp.float32)
+    zeros = jnp.zeros(spec.obs_size, jnp.float32)
     init = (obs, env_state, jnp.ones(()), jnp.zeros(()), jnp.zeros(()), zeros, zeros)
-    keys = jax.random.split(run_key, task.max_steps)
+    keys = jax.random.split(run_key, spec.max_steps)
     (_, _, _, ret, length, obs_sum, obs_sq), _ = jax.lax.scan(step, init, keys)
     return Episode(ret, length, obs_sum, obs_sq)
 
 
 def episodes(
-    task: Task, policy: Policy, params: Any, keys: Array, stats: ObsStats, **kwargs: Any
+    spec: EnvSpec, policy: Policy, params: Any, keys: Array, stats: ObsStats, **kwargs: Any
 ) -> Episode:
     """``rollout`` vmapped over episode ``keys (K,)``: every field gains a leading ``K`` axis."""
-    return jax.vmap(lambda k: rollout(task, policy, params, k, stats, **kwargs))(keys)
+    return jax.vmap(lambda k: rollout(spec, policy, params, k, stats, **kwargs))(keys)
 
 
-def make_fitness(task: Task, policy: Policy, **kwargs: Any):
+def make_fitness(spec: EnvSpec, policy: Policy, **kwargs: Any):
     """An ES fitness ``(view, keys (K,), stats) -> (mean return, aux)`` for
     ``evaluate(..., has_aux=True)``; aux holds summed ``(length, obs_sum, obs_sq)``.
 
@@ -193,7 +222,7 @@ def make_fitness(task: Task, policy: Policy, **kwargs: Any):
     """
 
     def fitness(view, keys, stats):
-        eps = episodes(task, policy, view, keys, stats, **kwargs)
+        eps = episodes(spec, policy, view, keys, stats, **kwargs)
         aux = (jnp.sum(eps.length), jnp.sum(eps.obs_sum, 0), jnp.sum(eps.obs_sq, 0))
         return jnp.mean(eps.ret), aux
 

@@ -71,7 +71,7 @@ _LAYER = {
 _IGNORED = re.compile(r"rotary_emb\.inv_freq$")  # buffers some old checkpoints saved
 
 
-class CheckpointError(ValueError):
+class ModelFolderError(ValueError):
     """A model folder that exists but cannot be used (unsupported or inconsistent)."""
 
 
@@ -79,7 +79,7 @@ class CheckpointError(ValueError):
 def config_from_hf(hf: dict[str, Any], compute_dtype: str = "float32") -> llm.LLMConfig:
     """An :class:`~eggroll.models.llm.LLMConfig` from a ``config.json`` dict.
 
-    Raises :class:`CheckpointError` for architectures other than Llama/Qwen2/Mistral and for
+    Raises :class:`ModelFolderError` for architectures other than Llama/Qwen2/Mistral and for
     features this implementation does not have (non-SiLU MLPs, MLP biases, Qwen2 sliding
     windows, rope scalings other than linear/llama3).
     """
@@ -87,7 +87,7 @@ def config_from_hf(hf: dict[str, Any], compute_dtype: str = "float32") -> llm.LL
     archs = list(hf.get("architectures") or [])
     known = sorted(ARCHITECTURES.values())
     if model_type not in ARCHITECTURES or any(a not in known for a in archs):
-        raise CheckpointError(
+        raise ModelFolderError(
             f"unsupported architecture: model_type={model_type!r}, architectures={archs}. "
             f"eggroll.models.llm implements Llama/Qwen2/Mistral-style decoders "
             f"(model_type llama, qwen2 or mistral; architectures {known}); use a checkpoint "
@@ -105,18 +105,18 @@ def config_from_hf(hf: dict[str, Any], compute_dtype: str = "float32") -> llm.LL
         if k not in hf
     ]
     if missing:
-        raise CheckpointError(f"config.json lacks {missing}")
+        raise ModelFolderError(f"config.json lacks {missing}")
     act = hf.get("hidden_act", "silu")
     if act != "silu":
-        raise CheckpointError(f"hidden_act={act!r} is not supported: the MLP is SwiGLU (silu)")
+        raise ModelFolderError(f"hidden_act={act!r} is not supported: the MLP is SwiGLU (silu)")
     if hf.get("mlp_bias"):
-        raise CheckpointError("mlp_bias=true is not supported (no MLP biases in this model)")
+        raise ModelFolderError("mlp_bias=true is not supported (no MLP biases in this model)")
     rope = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
     theta = float(hf.get("rope_theta", rope.pop("rope_theta", 10000.0)))
     rope.pop("rope_theta", None)
     if model_type == "qwen2":
         if hf.get("use_sliding_window"):
-            raise CheckpointError(
+            raise ModelFolderError(
                 "Qwen2 with use_sliding_window=true is not supported (per-layer windows); "
                 "set it to false if your prompts are shorter than the window"
             )
@@ -149,7 +149,7 @@ def config_from_hf(hf: dict[str, Any], compute_dtype: str = "float32") -> llm.LL
             compute_dtype=compute_dtype,
         )
     except ValueError as err:
-        raise CheckpointError(f"config.json describes an unsupported model: {err}") from err
+        raise ModelFolderError(f"config.json describes an unsupported model: {err}") from err
 
 
 def config_to_hf(config: llm.LLMConfig) -> dict[str, Any]:
@@ -199,7 +199,7 @@ def load_config(folder: str | os.PathLike, compute_dtype: str = "float32") -> ll
     try:
         hf = json.loads(path.read_text("utf-8"))
     except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path} is not valid JSON: {err}") from err
+        raise ModelFolderError(f"{path} is not valid JSON: {err}") from err
     return config_from_hf(hf, compute_dtype)
 
 
@@ -211,7 +211,7 @@ def _weight_files(folder: Path) -> dict[str, Path]:
     if index.is_file():
         weight_map = json.loads(index.read_text("utf-8")).get("weight_map")
         if not isinstance(weight_map, dict):
-            raise CheckpointError(f"{index} has no 'weight_map' object")
+            raise ModelFolderError(f"{index} has no 'weight_map' object")
         files = {name: folder / shard for name, shard in weight_map.items()}
         for shard in sorted(set(files.values())):
             if not shard.is_file():
@@ -243,7 +243,7 @@ def _read_raw(path: Path, name: str) -> np.ndarray:
         header = json.loads(handle.read(header_len))
     info = header[name]
     if info["dtype"] != "BF16":
-        raise CheckpointError(f"cannot read tensor {name!r} of dtype {info['dtype']} in {path}")
+        raise ModelFolderError(f"cannot read tensor {name!r} of dtype {info['dtype']} in {path}")
     begin, end = info["data_offsets"]
     raw = np.fromfile(path, dtype="<u2", count=(end - begin) // 2, offset=8 + header_len + begin)
     return (raw.astype(np.uint32) << 16).view(np.float32).reshape(info["shape"])
@@ -275,7 +275,7 @@ def expected_tensors(config: llm.LLMConfig) -> dict[str, tuple[tuple[str, ...], 
 def load_params(folder: str | os.PathLike, config: llm.LLMConfig) -> dict[str, Any]:
     """Float32 parameters of ``folder``'s safetensors weights, in our layout.
 
-    Raises :class:`CheckpointError` naming missing tensors, tensors this layout does not know
+    Raises :class:`ModelFolderError` naming missing tensors, tensors this layout does not know
     (another architecture, a quantised checkpoint) and shape mismatches.
     """
     safetensors = require("safetensors")
@@ -284,7 +284,7 @@ def load_params(folder: str | os.PathLike, config: llm.LLMConfig) -> dict[str, A
     expected = expected_tensors(config)
     missing = sorted(set(expected) - set(files))
     if missing:
-        raise CheckpointError(
+        raise ModelFolderError(
             f"{len(missing)} tensors missing from the weights in {folder}, e.g. {missing[:3]}: "
             "the checkpoint is incomplete or does not match config.json "
             f"(tie_word_embeddings={config.tie_embeddings}, qkv biases={config.qkv_bias})"
@@ -295,7 +295,7 @@ def load_params(folder: str | os.PathLike, config: llm.LLMConfig) -> dict[str, A
         if not _IGNORED.search(n) and not (n == "lm_head.weight" and config.tie_embeddings)
     )
     if unknown:
-        raise CheckpointError(
+        raise ModelFolderError(
             f"{len(unknown)} tensors in {folder} are not part of a {config.model_type} model "
             f"as configured, e.g. {unknown[:3]}: the checkpoint may be another architecture or "
             "quantised; eggroll loads plain float Llama/Qwen2/Mistral weights"
@@ -318,7 +318,7 @@ def load_params(folder: str | os.PathLike, config: llm.LLMConfig) -> dict[str, A
             want = target.shape if layer is None else target.shape[1:]
             if array.shape != want:
                 hf_shape = array.T.shape if transpose else array.shape
-                raise CheckpointError(
+                raise ModelFolderError(
                     f"tensor {name} has shape {hf_shape} in {files[name].name} but config.json "
                     f"implies {want[::-1] if transpose else want}"
                 )
@@ -382,7 +382,7 @@ def save(
     safetensors_numpy = require("safetensors.numpy")
     folder = Path(folder)
     if (folder / INDEX_FILE).exists():
-        raise CheckpointError(
+        raise ModelFolderError(
             f"{folder} holds a sharded checkpoint ({INDEX_FILE}); save into a new folder"
         )
     tensors = to_hf_tensors(params, config)

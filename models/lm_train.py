@@ -44,7 +44,7 @@ def loss_fn(params: Any, config: llm.LLMConfig, tokens: Array, mask: Array | Non
 
 
 @functools.lru_cache(maxsize=8)
-def make_train_step(
+def make_backprop_step(
     config: llm.LLMConfig, optimizer: optax.GradientTransformation
 ) -> Callable[..., tuple[Any, Any, Array]]:
     """A jitted ``step(params, opt_state, tokens, mask) -> (params, opt_state, loss)``.
@@ -102,7 +102,7 @@ def train_lm(
     """
     if steps < 0:
         raise ValueError(f"steps must be ≥ 0, got {steps}")
-    step_fn = make_train_step(config, optimizer)
+    step_fn = make_backprop_step(config, optimizer)
     if opt_state is None:
         opt_state = optimizer.init(params)
     source = _as_batches(batches)
@@ -128,7 +128,7 @@ def byte_batches(
 ) -> Iterator[np.ndarray]:
     """Endless random windows of a byte array: ``(batch_size, seq_len + 1)`` int32 batches.
 
-    ``data`` is a 1-D uint8 array (e.g. :attr:`eggroll.envs.text.Corpus.train`); byte values
+    ``data`` is a 1-D uint8 array (e.g. :attr:`eggroll.data.text.Corpus.train`); byte values
     are token ids of the byte-level tokenizer. Windows start uniformly at random
     (``np.random.default_rng(seed)``) and may cross document boundaries.
     """

@@ -178,14 +178,14 @@ def lowrank_vs_naive(args: argparse.Namespace) -> dict:
 
 
 def _egg_setup(population: int, width: int, layers: int, seq_len: int):
-    from eggroll.models import egg as egg_model
+    from eggroll.models import egglm
 
-    config = egg_model.EggConfig(width=width, layers=layers)
-    params = egg_model.init_params(jax.random.key(0), config)
+    config = egglm.EggConfig(width=width, layers=layers)
+    params = egglm.init_params(jax.random.key(0), config)
     tokens = jax.random.randint(jax.random.key(2), (population, seq_len + 1), 0, 256)
     resets = jnp.zeros((population, seq_len), bool)
     hidden = jnp.zeros((population, layers, width), jnp.int8)
-    return egg_model, params, tokens.astype(jnp.uint8), resets, hidden
+    return egglm, params, tokens.astype(jnp.uint8), resets, hidden
 
 
 def int_noise(args: argparse.Namespace) -> dict:
@@ -204,7 +204,7 @@ def int_noise(args: argparse.Namespace) -> dict:
 
         def generation(state, hidden, es=es):
             scores, hidden = es.evaluate(
-                state, egg_model.fitness, tokens, resets, hidden, in_axes=0, has_aux=True
+                state, egglm.fitness, tokens, resets, hidden, in_axes=0, has_aux=True
             )
             return es.tell(state, scores)[0], hidden
 
@@ -339,7 +339,7 @@ def vs_inference(args: argparse.Namespace) -> dict:
         istate = ies.init(jax.random.key(1), p)
 
         def generation(
-            st, ies=ies, tokens=tokens, resets=resets, hidden=hidden, fitness=egg_model.fitness
+            st, ies=ies, tokens=tokens, resets=resets, hidden=hidden, fitness=egglm.fitness
         ):
             scores, _ = ies.evaluate(st, fitness, tokens, resets, hidden, in_axes=0, has_aux=True)
             return ies.tell(st, scores)[0]
@@ -347,7 +347,7 @@ def vs_inference(args: argparse.Namespace) -> dict:
         step = jax.jit(generation)
         # Inference in the same cache-sized slices as the training step's evaluation.
         forward = jax.jit(
-            functools.partial(egg_model.batch_loss_bits, slice_size=args.member_batch)
+            functools.partial(egglm.batch_loss_bits, slice_size=args.member_batch)
         )
         t_train, t_infer = paired(
             lambda step=step, istate=istate: step(istate),
@@ -504,7 +504,7 @@ def vs_evosax(args: argparse.Namespace) -> dict:
     from eggroll.envs import rl
     from eggroll.models import mlp
 
-    task = rl.make_task("CartPole-v1")
+    task = rl.make_env("CartPole-v1")
     policy = functools.partial(mlp.apply, activation="tanh")
     params = mlp.init_params(
         jax.random.key(0), task.obs_size, task.action_size, mlp.MLPConfig((64, 64))

@@ -8,14 +8,13 @@ import dataclasses
 import json
 import math
 import os
-import sys
 import types
 import typing
 from pathlib import Path
 from typing import Any
 
-from eggroll import distributed
 from eggroll.checkpoint import write_atomic
+from eggroll.train.cluster import ClusterFlags, run_guarded, start_cluster  # noqa: F401
 
 
 def _field_type(field: dataclasses.Field, hints: dict[str, Any]) -> type:
@@ -119,51 +118,6 @@ def config_dict(config: Any) -> dict[str, Any]:
 
 def is_interactive() -> bool:
     return os.environ.get("CI") is None
-
-
-@dataclasses.dataclass(frozen=True)
-class ClusterFlags:
-    """Multi-process flags shared by every script (the same command runs on every node)."""
-
-    coordinator: str = arg("", "host:port of process 0 for a multi-process run")
-    num_processes: int = arg(0, "processes in a multi-process run (0: single process)")
-    process_id: int = arg(-1, "this process's index in a multi-process run")
-    auto_cluster: bool = arg(False, "let JAX detect the cluster (SLURM, Open MPI, ...)")
-
-
-def start_cluster(cfg: ClusterFlags) -> None:
-    """Join the multi-process job described by the flags (before any JAX computation)."""
-    explicit = bool(cfg.coordinator) or cfg.num_processes > 0 or cfg.process_id >= 0
-    if explicit:
-        if not (cfg.coordinator and cfg.num_processes > 0 and cfg.process_id >= 0):
-            raise SystemExit(
-                "a multi-process run needs --coordinator HOST:PORT, --num-processes N and "
-                "--process-id I together (or --auto-cluster under SLURM/MPI)"
-            )
-        distributed.initialize(cfg.coordinator, cfg.num_processes, cfg.process_id)
-    elif cfg.auto_cluster:
-        distributed.initialize()
-
-
-def run_guarded(fn: typing.Callable[[], Any]) -> Any:
-    """Run a script's work; in a multi-process run, a failed collective (a peer died or hung
-    up) ends this process at once with exit code 75 and a message naming the error, instead
-    of waiting for JAX's shutdown barrier to time out. Restart with ``--resume``."""
-    import jax
-
-    try:
-        return fn()
-    except jax.errors.JaxRuntimeError as err:
-        if jax.process_count() == 1:
-            raise
-        first_line = str(err).strip().splitlines()[0]
-        sys.stderr.write(
-            f"eggroll: process {jax.process_index()} of {jax.process_count()} lost contact with "
-            f"a peer process: {first_line}\nexiting; restart every process with --resume to "
-            "continue from the last checkpoint\n"
-        )
-        sys.stderr.flush()
-        os._exit(75)
 
 
 def check_run_dir(run_dir: Path, resume: bool, checkpoint_name: str) -> Path:

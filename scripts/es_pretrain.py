@@ -44,9 +44,9 @@ from tqdm import tqdm
 
 import eggroll as egg
 from eggroll import distributed, integer
-from eggroll.envs import text
+from eggroll.data import text
 from eggroll.intmath import BITS_SCALE
-from eggroll.models import egg as egg_model
+from eggroll.models import egglm
 
 CHECKPOINT = "checkpoint.msgpack"
 
@@ -144,7 +144,7 @@ def make_train_step(es: integer.IntEGGROLL, group_size: int):
         member_resets = jnp.repeat(resets, group_size, axis=0)
         scores, hidden = es.evaluate(
             state,
-            egg_model.fitness,
+            egglm.fitness,
             member_tokens,
             member_resets,
             hidden,
@@ -160,14 +160,14 @@ def make_train_step(es: integer.IntEGGROLL, group_size: int):
 
 @functools.partial(jax.jit, static_argnums=4)
 def _valid_batch(params, tokens, resets, hidden, slice_size):
-    total, hidden = egg_model.batch_loss_bits(params, tokens, resets, hidden, slice_size)
+    total, hidden = egglm.batch_loss_bits(params, tokens, resets, hidden, slice_size)
     return jnp.sum(total), hidden
 
 
 def validate(params: Any, corpus: text.Corpus, cfg: PretrainConfig, max_bytes: int) -> float:
     """Bits/byte of the unperturbed model on the first ``max_bytes`` validation bytes
     (``0``: all), read as ``valid_streams`` contiguous slices with the state carried."""
-    config = egg_model.EggConfig(cfg.width, cfg.layers)
+    config = egglm.EggConfig(cfg.width, cfg.layers)
     streams = min(cfg.valid_streams, max(1, len(corpus.valid) // (cfg.seq_len + 1)))
     hidden = jnp.zeros((streams, config.layers, config.width), jnp.int8)
     total, count = 0, 0
@@ -194,8 +194,8 @@ def side_by_side(
     The training steps run on copies: the run's state is not advanced."""
     member_tokens = jnp.repeat(tokens, group_size, axis=0)
     member_resets = jnp.repeat(resets, group_size, axis=0)
-    sliced = jax.jit(functools.partial(egg_model.batch_loss_bits, slice_size=slice_size))
-    whole = jax.jit(functools.partial(egg_model.batch_loss_bits, slice_size=0))
+    sliced = jax.jit(functools.partial(egglm.batch_loss_bits, slice_size=slice_size))
+    whole = jax.jit(functools.partial(egglm.batch_loss_bits, slice_size=0))
     calls = [
         lambda: train_step(state, hidden, tokens, resets),
         lambda: sliced(state.params, member_tokens, member_resets, hidden),
@@ -232,9 +232,9 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
         + " bits/byte (validation)"
     )
 
-    model_config = egg_model.EggConfig(cfg.width, cfg.layers)
+    model_config = egglm.EggConfig(cfg.width, cfg.layers)
     state = es.init(
-        jax.random.key(cfg.seed), egg_model.init_params(jax.random.key(cfg.seed + 1), model_config)
+        jax.random.key(cfg.seed), egglm.init_params(jax.random.key(cfg.seed + 1), model_config)
     )
     hidden = jnp.zeros((cfg.population, cfg.layers, cfg.width), jnp.int8)
     streams = text.TextStreams(

@@ -27,7 +27,7 @@ import optax
 from common import JsonlLog, arg, config_dict, parse_config, write_summary
 from tqdm import tqdm
 
-from eggroll.envs import text
+from eggroll.data import text
 from eggroll.models import hf, llm, lm_train
 from eggroll.models import tokenizer as tokenizer_lib
 

@@ -169,7 +169,7 @@ def make_strategy(cfg: RLConfig, hp: dict[str, Any]) -> egg.Strategy:
 
 def run(cfg: RLConfig) -> dict[str, Any]:
     hp = cfg.resolved()
-    task = rl.make_task(cfg.env, cfg.max_steps or None)
+    task = rl.make_env(cfg.env, cfg.max_steps or None)
     es = make_strategy(cfg, hp)
     run_dir = Path(cfg.run_dir or time.strftime(f"runs/rl-{cfg.env}-{cfg.strategy}-%Y%m%d-%H%M%S"))
     checkpoint_path = check_run_dir(run_dir, cfg.resume, CHECKPOINT)

@@ -16,7 +16,7 @@ pytest.importorskip("gymnax")  # the 'rl' extra; installed by the dev extra that
 
 @functools.cache
 def _task(env_id, max_steps=None):
-    return rl.make_task(env_id, max_steps)
+    return rl.make_env(env_id, max_steps)
 
 
 def _policy_params(task, seed=0):
@@ -85,7 +85,7 @@ def test_both_action_kinds():
 
 def test_unknown_environment_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown gymnax environment 'CartPole'.*CartPole-v1"):
-        rl.make_task("CartPole")
+        rl.make_env("CartPole")
 
 
 def test_obs_stats_merge_matches_numpy():

@@ -73,7 +73,7 @@ def test_sharded_checkpoint_loads(tmp_path):
     (tmp_path / "model-00002-of-00002.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="lists shard model-00002-of-00002"):
         hf.load(tmp_path)
-    with pytest.raises(hf.CheckpointError, match="sharded checkpoint"):
+    with pytest.raises(hf.ModelFolderError, match="sharded checkpoint"):
         hf.save(tmp_path, params, llm_fixtures.load("qwen2")[1])
 
 
@@ -122,7 +122,7 @@ def _copy_fixture(tmp_path, config_changes=None):
     ],
 )
 def test_unsupported_or_inconsistent_checkpoints_fail_clearly(tmp_path, changes, match):
-    with pytest.raises(hf.CheckpointError, match=match):
+    with pytest.raises(hf.ModelFolderError, match=match):
         hf.load(_copy_fixture(tmp_path, changes))
 
 
@@ -140,12 +140,12 @@ def test_missing_files_and_tensors_fail_clearly(tmp_path):
     tensors = load_file(str(QWEN2 / "model.safetensors"))
     del tensors["model.layers.1.mlp.up_proj.weight"]
     save_file(tensors, str(folder / "model.safetensors"))
-    with pytest.raises(hf.CheckpointError, match=r"missing.*model.layers.1.mlp.up_proj.weight"):
+    with pytest.raises(hf.ModelFolderError, match=r"missing.*model.layers.1.mlp.up_proj.weight"):
         hf.load(folder)
     tensors["model.layers.1.mlp.up_proj.weight"] = np.zeros((96, 64), np.float32)
     tensors["model.layers.0.self_attn.q_norm.weight"] = np.ones(16, np.float32)  # Qwen3-style
     save_file(tensors, str(folder / "model.safetensors"))
-    with pytest.raises(hf.CheckpointError, match=r"not part of.*q_norm.weight.*architecture"):
+    with pytest.raises(hf.ModelFolderError, match=r"not part of.*q_norm.weight.*architecture"):
         hf.load(folder)
     with pytest.raises(FileNotFoundError, match="no tokenizer.json"):
         hf.load_tokenizer(folder, llm_fixtures.load("qwen2")[1])

@@ -9,14 +9,14 @@ import pytest
 
 from eggroll import integer
 from eggroll.intmath import BITS_SCALE
-from eggroll.models import egg
+from eggroll.models import egglm
 
-CONFIG = egg.EggConfig(width=32, layers=2)
+CONFIG = egglm.EggConfig(width=32, layers=2)
 
 
 @functools.cache
 def _params():
-    return egg.init_params(jax.random.key(0), CONFIG)
+    return egglm.init_params(jax.random.key(0), CONFIG)
 
 
 def _all_dtypes(jaxpr) -> set:
@@ -37,12 +37,12 @@ def _all_dtypes(jaxpr) -> set:
 def test_forward_has_no_float_anywhere_plain_and_perturbed():
     tokens = jnp.arange(17, dtype=jnp.uint8)
     resets = jnp.zeros(16, bool)
-    hidden = egg.init_hidden(CONFIG)
-    plain = jax.make_jaxpr(egg.loss_bits)(_params(), tokens, resets, hidden)
+    hidden = egglm.init_hidden(CONFIG)
+    plain = jax.make_jaxpr(egglm.loss_bits)(_params(), tokens, resets, hidden)
     es = integer.IntEGGROLL(4)
     state = es.init(jax.random.key(1), _params())
     member = jax.make_jaxpr(
-        lambda: es.evaluate(state, egg.fitness, tokens, resets, hidden, has_aux=True)
+        lambda: es.evaluate(state, egglm.fitness, tokens, resets, hidden, has_aux=True)
     )()
     for jaxpr in (plain.jaxpr, member.jaxpr):
         dtypes = _all_dtypes(jaxpr)
@@ -59,10 +59,10 @@ def test_params_are_int8():
 def test_carried_state_equals_one_long_pass():
     tokens = jax.random.randint(jax.random.key(4), (41,), 0, 256).astype(jnp.uint8)
     resets = jnp.zeros(40, bool).at[0].set(True).at[27].set(True)
-    hidden = egg.init_hidden(CONFIG)
-    whole, h_whole = egg.loss_bits(_params(), tokens, resets, hidden)
-    first, h_mid = egg.loss_bits(_params(), tokens[:21], resets[:20], hidden)
-    second, h_end = egg.loss_bits(_params(), tokens[20:], resets[20:], h_mid)
+    hidden = egglm.init_hidden(CONFIG)
+    whole, h_whole = egglm.loss_bits(_params(), tokens, resets, hidden)
+    first, h_mid = egglm.loss_bits(_params(), tokens[:21], resets[:20], hidden)
+    second, h_end = egglm.loss_bits(_params(), tokens[20:], resets[20:], h_mid)
     assert int(whole) == int(first) + int(second)
     np.testing.assert_array_equal(h_whole, h_end)
 
@@ -71,16 +71,16 @@ def test_reset_forgets_the_past():
     tokens = jax.random.randint(jax.random.key(5), (21,), 0, 256).astype(jnp.uint8)
     resets = jnp.zeros(20, bool).at[10].set(True)
     random_state = jax.random.randint(jax.random.key(6), (2, 32), -100, 100).astype(jnp.int8)
-    out_a, _ = egg.logits(_params(), tokens[:-1], resets, egg.init_hidden(CONFIG))
-    out_b, _ = egg.logits(_params(), tokens[:-1], resets, random_state)
+    out_a, _ = egglm.logits(_params(), tokens[:-1], resets, egglm.init_hidden(CONFIG))
+    out_b, _ = egglm.logits(_params(), tokens[:-1], resets, random_state)
     assert not np.array_equal(out_a[:10], out_b[:10])
     np.testing.assert_array_equal(out_a[10:], out_b[10:])
 
 
 def test_tiny_model_learns_a_repeating_pattern():
-    config = egg.EggConfig(width=32, layers=1)
+    config = egglm.EggConfig(width=32, layers=1)
     es = integer.IntEGGROLL(128, rank=1, alpha=1.0, alpha_decay=0.003)
-    state = es.init(jax.random.key(0), egg.init_params(jax.random.key(1), config))
+    state = es.init(jax.random.key(0), egglm.init_params(jax.random.key(1), config))
     pattern = np.frombuffer(b"abcdefgh", dtype=np.uint8)
     tokens = jnp.asarray(np.tile(pattern, 40)[:65])[None].repeat(128, 0)
     resets = jnp.zeros((128, 64), bool)
@@ -89,12 +89,12 @@ def test_tiny_model_learns_a_repeating_pattern():
     @jax.jit
     def generation(state, hidden):
         scores, hidden = es.evaluate(
-            state, egg.fitness, tokens, resets, hidden, in_axes=0, has_aux=True
+            state, egglm.fitness, tokens, resets, hidden, in_axes=0, has_aux=True
         )
         return es.tell(state, scores)[0], hidden
 
     def bits_per_byte(params):
-        total, _ = egg.loss_bits(params, tokens[0], resets[0], hidden[0])
+        total, _ = egglm.loss_bits(params, tokens[0], resets[0], hidden[0])
         return int(total) / BITS_SCALE / 64
 
     start = bits_per_byte(state.params)
@@ -108,14 +108,14 @@ def test_tiny_model_learns_a_repeating_pattern():
 @pytest.mark.parametrize("bad", [{"width": 0}, {"layers": -1}, {"mlp_ratio": 1.5}])
 def test_bad_model_config(bad):
     with pytest.raises(ValueError, match="must be a positive integer"):
-        egg.EggConfig(**bad)
+        egglm.EggConfig(**bad)
 
 
 def test_loss_in_slices_equals_one_vmap():
     tokens = jax.random.randint(jax.random.key(4), (10, 9), 0, 256).astype(jnp.uint8)
     resets = jnp.zeros((10, 8), bool).at[3, 2].set(True)
     hidden = jnp.zeros((10, CONFIG.layers, CONFIG.width), jnp.int8)
-    whole = jax.vmap(egg.loss_bits, in_axes=(None, 0, 0, 0))(_params(), tokens, resets, hidden)
-    sliced = egg.batch_loss_bits(_params(), tokens, resets, hidden, slice_size=4)  # 4+4+2
+    whole = jax.vmap(egglm.loss_bits, in_axes=(None, 0, 0, 0))(_params(), tokens, resets, hidden)
+    sliced = egglm.batch_loss_bits(_params(), tokens, resets, hidden, slice_size=4)  # 4+4+2
     for a, b in zip(whole, sliced, strict=True):
         np.testing.assert_array_equal(a, b)

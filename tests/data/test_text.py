@@ -1,4 +1,4 @@
-"""Tests of eggroll.envs.text: corpus loading and caching, baselines, byte streams."""
+"""Tests of eggroll.data.text: corpus loading and caching, baselines, byte streams."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eggroll.envs import text
-from eggroll.envs.text import Corpus, TextStreams, baselines, load_corpus, validation_batches
+from eggroll.data import text
+from eggroll.data.text import Corpus, TextStreams, baselines, load_corpus, validation_batches
 
 # ---------------------------------------------------------------------------------------------
 # helpers

@@ -1,0 +1,1 @@
+"""Benchmarks: one module per benchmark, and the report generator."""

@@ -1,0 +1,1 @@
+"""Data pipelines of the applications: byte corpora, baselines and stream readers."""
