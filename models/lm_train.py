@@ -123,25 +123,30 @@ def train_lm(
     return TrainResult(params, opt_state, np.asarray(jax.device_get(losses), np.float32))
 
 
-def byte_batches(
-    data: np.ndarray, batch_size: int, seq_len: int, seed: int = 0
-) -> Iterator[np.ndarray]:
-    """Endless random windows of a byte array: ``(batch_size, seq_len + 1)`` int32 batches.
+def byte_window_batch(
+    data: np.ndarray, batch_size: int, seq_len: int, rng: np.random.Generator
+) -> np.ndarray:
+    """One batch of random windows of a byte array: ``(batch_size, seq_len + 1)`` int32.
 
     ``data`` is a 1-D uint8 array (e.g. :attr:`eggroll.data.text.Corpus.train`); byte values
-    are token ids of the byte-level tokenizer. Windows start uniformly at random
-    (``np.random.default_rng(seed)``) and may cross document boundaries.
-    """
+    are token ids of the byte-level tokenizer. Windows start uniformly at random (drawn from
+    ``rng``) and may cross document boundaries."""
     data = np.asarray(data)
     if data.ndim != 1 or len(data) < seq_len + 1:
         raise ValueError(
             f"need a 1-D byte array longer than seq_len + 1 = {seq_len + 1}, got {data.shape}"
         )
+    starts = rng.integers(0, len(data) - seq_len, size=batch_size)
+    return np.asarray(data[starts[:, None] + np.arange(seq_len + 1)[None, :]], np.int32)
+
+
+def byte_batches(
+    data: np.ndarray, batch_size: int, seq_len: int, seed: int = 0
+) -> Iterator[np.ndarray]:
+    """Endless :func:`byte_window_batch` batches drawn with ``np.random.default_rng(seed)``."""
     rng = np.random.default_rng(seed)
-    offsets = np.arange(seq_len + 1)
     while True:
-        starts = rng.integers(0, len(data) - seq_len, size=batch_size)
-        yield np.asarray(data[starts[:, None] + offsets[None, :]], np.int32)
+        yield byte_window_batch(data, batch_size, seq_len, rng)
 
 
 def evaluation_batches(

@@ -1,6 +1,6 @@
 """Learning-curve PNGs from a run's metrics.jsonl.
 
-python scripts/plot.py runs/pretrain            # writes runs/pretrain/curve.png
+eggroll plot runs/pretrain            # writes runs/pretrain/curve.png
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from common import read_jsonl  # noqa: E402
+
+from eggroll.train.loop import read_jsonl  # noqa: E402
 
 
 def _records(run_dir: Path) -> list[dict]:
@@ -181,11 +182,11 @@ def _smooth(values: list[float], window: int = 20) -> list[float]:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, prog: str = "eggroll plot") -> None:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     records = read_jsonl(args.run_dir / "metrics.jsonl")
     if any("eval_accuracy" in r for r in records):
         print(plot_finetune(args.run_dir, args.out))

@@ -1,0 +1,335 @@
+"""Integer-only ES pretraining of the EGG byte language model (the paper's EGG; the main job).
+
+    from eggroll.train import pretrain
+    summary = pretrain.run(pretrain.Config(steps=200, width=32))
+
+Every member is the int8 EGG model with its own low-rank int8 perturbation; ``group_size``
+members (antithetic pairs) read the same byte stream, and each member carries its recurrent
+state from one step to the next. The fitness is minus the member's integer cross-entropy;
+pairs are compared by sign and weights move by ±1 (:class:`eggroll.integer.IntEGGROLL`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from eggroll import distributed, integer
+from eggroll.data import text
+from eggroll.intmath import BITS_SCALE
+from eggroll.models import egglm
+from eggroll.train import loop
+from eggroll.train.config import (
+    arg,
+    check_choice,
+    check_finite,
+    check_positive,
+    config_record,
+    flag,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Integer EGG pretraining; every field is a command-line flag of ``eggroll pretrain``."""
+
+    data: str = arg("stdlib", "'stdlib', a text file, a folder, or hf:NAME")
+    run_dir: str = arg("", "run folder (default: runs/pretrain-<date>-<time>)")
+    resume: bool = arg(False, "continue the run in --run-dir from its checkpoint")
+    width: int = arg(64, "model width d")
+    layers: int = arg(2, "number of blocks")
+    population: int = arg(512, "population size N (a multiple of --group-size)")
+    group_size: int = arg(2, "members sharing one data stream (even: antithetic pairs)")
+    seq_len: int = arg(100, "tokens per member per step")
+    rank: int = arg(1, "rank of each member's perturbation")
+    sigma_shift: int = arg(4, "perturbation scale σ = 2^-sigma_shift")
+    alpha: float = arg(1.0, "initial fraction of weights moved by chance per step")
+    alpha_decay: float = arg(0.005, "alpha_t = alpha / (alpha_decay * t + 1) ** alpha_power")
+    alpha_power: float = arg(1.0, "exponent of the alpha schedule")
+    noise_reuse: int = arg(1, "generations that share one noise draw")
+    error_feedback: bool = arg(True, "keep sub-threshold scores for later steps")
+    member_batch: int = arg(
+        32, "members evaluated at once, slices in a loop (keeps activations in cache); 0: all"
+    )
+    noise: str = arg("table", "int8 noise source: 'table' (seed-made int8 table) or 'keys'")
+    steps: int = arg(2000, "training steps (generations)")
+    minutes: float = arg(0.0, "stop after this many minutes of training (0: no limit)")
+    valid_every: int = arg(200, "steps between validations")
+    valid_bytes: int = arg(1 << 17, "validation bytes for periodic checks")
+    final_valid_bytes: int = arg(1 << 20, "validation bytes for the final number (0: all)")
+    valid_streams: int = arg(64, "parallel streams for validation")
+    checkpoint_every: int = arg(400, "steps between checkpoints (and at the end)")
+    log_every: int = arg(10, "steps between progress/metrics updates")
+    seed: int = arg(0, "seed for parameters, noise and data streams")
+    progress: bool = arg(True, "show a progress bar")
+
+    def __post_init__(self):
+        check_finite(self)
+        check_positive(
+            self,
+            (
+                "width",
+                "layers",
+                "population",
+                "group_size",
+                "seq_len",
+                "rank",
+                "steps",
+                "valid_every",
+                "valid_bytes",
+                "valid_streams",
+                "checkpoint_every",
+                "log_every",
+                "noise_reuse",
+            ),
+        )
+        if self.group_size % 2:
+            raise ValueError("--group-size must be even (antithetic pairs share a stream)")
+        if self.population % self.group_size:
+            raise ValueError(
+                f"--population {self.population} is not a multiple of --group-size "
+                f"{self.group_size}"
+            )
+        for name in ("minutes", "final_valid_bytes", "member_batch"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{flag(name)} must be ≥ 0, got {getattr(self, name)}")
+        check_choice("noise", self.noise, ("keys", "table"))
+
+    @property
+    def streams(self) -> int:
+        return self.population // self.group_size
+
+    @property
+    def model(self) -> egglm.EggConfig:
+        return egglm.EggConfig(self.width, self.layers)
+
+
+def make_strategy(config: Config) -> integer.IntEGGROLL:
+    return integer.IntEGGROLL(
+        config.population,
+        rank=config.rank,
+        sigma_shift=config.sigma_shift,
+        alpha=config.alpha,
+        alpha_decay=config.alpha_decay,
+        alpha_power=config.alpha_power,
+        noise_reuse=config.noise_reuse,
+        error_feedback=config.error_feedback,
+        noise=config.noise,
+        eval_batch_size=config.member_batch or None,
+    )
+
+
+def make_step(es: integer.IntEGGROLL, group_size: int):
+    """The jitted generation ``step(state, hidden (N, layers, d) int8, tokens (S, T+1) uint8,
+    resets (S, T) bool) -> (state, hidden, metrics)``: each of the ``S = N / group_size``
+    streams is read by ``group_size`` consecutive members."""
+
+    def step(state: integer.IntState, hidden: jax.Array, tokens: jax.Array, resets: jax.Array):
+        member_tokens = jnp.repeat(tokens, group_size, axis=0)
+        member_resets = jnp.repeat(resets, group_size, axis=0)
+        scores, hidden = es.evaluate(
+            state,
+            egglm.fitness,
+            member_tokens,
+            member_resets,
+            hidden,
+            in_axes=0,
+            has_aux=True,
+        )
+        state, info = es.tell(state, scores)
+        bits = -jnp.mean(scores.astype(jnp.float32)) / (BITS_SCALE * (tokens.shape[1] - 1))
+        return state, hidden, {"train_bits_per_byte": bits, **info}
+
+    return jax.jit(step)
+
+
+@functools.partial(jax.jit, static_argnums=4)
+def _valid_batch(params, tokens, resets, hidden, slice_size):
+    total, hidden = egglm.batch_loss_bits(params, tokens, resets, hidden, slice_size)
+    return jnp.sum(total), hidden
+
+
+def check_validation_split(corpus: text.Corpus, seq_len: int) -> None:
+    """Refuse, before training, a validation split too short for one ``seq_len`` window."""
+    if len(corpus.valid) < seq_len + 1:
+        raise ValueError(
+            f"the validation split of {corpus.name} has {len(corpus.valid)} bytes, fewer than "
+            f"--seq-len + 1 = {seq_len + 1}: add data (files the split puts in validation) or "
+            "lower --seq-len"
+        )
+
+
+def validate(params: Any, corpus: text.Corpus, config: Config, max_bytes: int) -> float:
+    """Bits/byte of the unperturbed model on the first ``max_bytes`` validation bytes
+    (``0``: all), read as ``valid_streams`` contiguous slices with the state carried."""
+    check_validation_split(corpus, config.seq_len)
+    streams = min(config.valid_streams, max(1, len(corpus.valid) // (config.seq_len + 1)))
+    hidden = jnp.zeros((streams, config.layers, config.width), jnp.int8)
+    total, count = 0, 0
+    for tokens, resets in text.validation_batches(
+        corpus.valid, corpus.valid_doc_starts, streams, config.seq_len, max_bytes or None
+    ):
+        bits, hidden = _valid_batch(
+            params, jnp.asarray(tokens), jnp.asarray(resets), hidden, config.member_batch
+        )
+        total += int(bits)
+        count += resets.size
+    return total / BITS_SCALE / count
+
+
+def side_by_side(
+    step, state, hidden, tokens, resets, group_size: int, slice_size: int, repeats: int = 7
+) -> tuple[float, float, float]:
+    """Tokens/s of a full training step, of plain inference (the unperturbed model on the same
+    member tokens) in the same slices of ``slice_size`` streams, and of plain inference as one
+    vmap over all streams; timed alternately in one loop, medians of ``repeats``.
+
+    The training steps run on copies: the run's state is not advanced."""
+    member_tokens = jnp.repeat(tokens, group_size, axis=0)
+    member_resets = jnp.repeat(resets, group_size, axis=0)
+    sliced = jax.jit(functools.partial(egglm.batch_loss_bits, slice_size=slice_size))
+    whole = jax.jit(functools.partial(egglm.batch_loss_bits, slice_size=0))
+    calls = [
+        lambda: step(state, hidden, tokens, resets),
+        lambda: sliced(state.params, member_tokens, member_resets, hidden),
+        lambda: whole(state.params, member_tokens, member_resets, hidden),
+    ]
+    jax.block_until_ready([call() for call in calls])
+    times = [[] for _ in calls]
+    for _ in range(repeats):
+        for call, record in zip(calls, times, strict=True):
+            started = time.perf_counter()
+            jax.block_until_ready(call())
+            record.append(time.perf_counter() - started)
+    count = member_resets.size
+    train, infer, infer_whole = (count / float(np.median(t)) for t in times)
+    return train, infer, infer_whole
+
+
+class Trainer:
+    """The :class:`eggroll.train.loop.Trainer` of integer EGG pretraining."""
+
+    final_differs = True  # the final validation reads more bytes than the periodic ones
+
+    def __init__(self, config: Config, corpus: text.Corpus):
+        check_validation_split(corpus, config.seq_len)
+        self.config, self.corpus = config, corpus
+        self.es = make_strategy(config)
+        self.baselines = text.baselines(corpus)
+        params = egglm.init_params(jax.random.key(config.seed + 1), config.model)
+        self.state = self.es.init(jax.random.key(config.seed), params)
+        self.hidden = jnp.zeros((config.population, config.layers, config.width), jnp.int8)
+        self.streams = text.TextStreams(
+            corpus.train, corpus.train_doc_starts, config.streams, config.seq_len, seed=config.seed
+        )
+        self.rows = distributed.local_rows(config.streams)  # this process's own streams
+        self.train_step = make_step(self.es, config.group_size)
+        self.fingerprint = {
+            **self.es.config(),
+            "width": config.width,
+            "layers": config.layers,
+            "group_size": config.group_size,
+            "seq_len": config.seq_len,
+            "data": config.data,
+        }
+
+    def batch(self) -> tuple[jax.Array, jax.Array]:
+        tokens, resets = self.streams.next_batch(self.rows)
+        streams, mesh = self.config.streams, self.es.mesh
+        return (
+            distributed.global_from_local(tokens, streams, mesh),
+            distributed.global_from_local(resets, streams, mesh),
+        )
+
+    # -- the loop's protocol
+    def arrays(self):
+        return self.state, self.hidden
+
+    def restore(self, arrays, host):
+        self.state, self.hidden = arrays
+        self.streams.load_state_dict(host["streams"])
+
+    def host_state(self):
+        return {"streams": self.streams.state_dict()}
+
+    def step(self, index):
+        self.state, self.hidden, info = self.train_step(self.state, self.hidden, *self.batch())
+        return info, {"tokens": self.config.streams * self.config.seq_len}
+
+    def evaluate(self, step, final):
+        cfg = self.config
+        bytes_ = cfg.final_valid_bytes if final else cfg.valid_bytes
+        return {"valid_bits_per_byte": validate(self.state.params, self.corpus, cfg, bytes_)}
+
+    def describe(self, record, evaluation):
+        valid = (evaluation or {}).get("valid_bits_per_byte", float("nan"))
+        return f"train {record['train_bits_per_byte']:.3f} valid {valid:.3f} bits/byte"
+
+    def summary(self, result: loop.LoopResult) -> dict[str, Any]:
+        cfg = self.config
+        recent = [r["train_bits_per_byte"] for r in result.records if "train_bits_per_byte" in r]
+        recent = [v for v in recent[-10:] if v is not None]
+        probe = self.batch()  # a fresh batch: the saved stream position is untouched
+        step_speed, inference, inference_whole = side_by_side(
+            self.train_step, self.state, self.hidden, *probe, cfg.group_size, cfg.member_batch
+        )
+        tokens_per_step = cfg.population * cfg.seq_len
+        final = result.evaluations["final"]["valid_bits_per_byte"]
+        return {
+            "valid_bits_per_byte": round(final, 4),
+            "train_bits_per_byte": round(float(np.mean(recent)), 4) if recent else None,
+            "baselines": {k: round(v, 4) for k, v in self.baselines.items()},
+            "tokens_per_second": round(tokens_per_step * result.steps_per_second, 1),
+            "inference_tokens_per_second": round(inference, 1),
+            "one_vmap_inference_tokens_per_second": round(inference_whole, 1),
+            "step_tokens_per_second": round(step_speed, 1),
+            "training_vs_inference": round(step_speed / inference, 3),
+            "population_size": cfg.population,
+            "data_tokens": result.step * cfg.streams * cfg.seq_len,
+            "corpus": self.corpus.name,
+        }
+
+
+def run(config: Config, callbacks: Iterable[Any] = (), say=print) -> dict[str, Any]:
+    """Train, validate and summarise one run; returns the summary (also ``summary.json``).
+
+    Everything that can be refused (settings, the data, a checkpoint that does not fit) is
+    refused before the first compile."""
+    run_dir = Path(config.run_dir or time.strftime("runs/pretrain-%Y%m%d-%H%M%S"))
+    loop.check_run_dir(run_dir, config.resume)
+    main = distributed.is_main_process()
+    corpus = text.load_corpus(None if config.data == "stdlib" else config.data)
+    trainer = Trainer(config, corpus)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "baselines.json").write_text(json.dumps(trainer.baselines))
+        say(
+            f"corpus {corpus.name}: {len(corpus.train):,} train / {len(corpus.valid):,} valid "
+            "bytes; "
+            + ", ".join(f"{k} {v:.3f}" for k, v in trainer.baselines.items())
+            + " bits/byte (validation)"
+        )
+    from eggroll.train.plot import plot_pretrain
+
+    return loop.run_loop(
+        trainer,
+        run_dir=run_dir,
+        budget=loop.Budget(steps=config.steps, seconds=60 * config.minutes),
+        resume=config.resume,
+        log_every=config.log_every,
+        eval_every=config.valid_every,
+        checkpoint_every=config.checkpoint_every,
+        progress=config.progress,
+        callbacks=callbacks,
+        config=config_record(config),
+        plot=plot_pretrain,
+    )
