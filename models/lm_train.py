@@ -182,14 +182,9 @@ def evaluate_loss(params: Any, config: llm.LLMConfig, batches: Iterable[np.ndarr
 
 # ------------------------------------------------------------------------------ policy gradient
 def completion_logprobs(
-    params: Any,
-    config: llm.LLMConfig,
-    prompt: Array,
-    prompt_mask: Array,
-    completion: Array,
-    lengths: Array,
-    temperature: float = 1.0,
-) -> tuple[Array, Array]:
+    params: Any, config: llm.LLMConfig, prompt: Array, prompt_mask: Array,
+    completion: Array, lengths: Array, temperature: float = 1.0,
+) -> tuple[Array, Array]:  # fmt: skip
     """``log p(completion tokens | prompt)`` under ``softmax(logits / temperature)``,
     differentiable (the policy a sampler at that temperature draws from).
 

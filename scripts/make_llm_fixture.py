@@ -31,52 +31,28 @@ from pathlib import Path
 import numpy as np
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "models" / "fixtures"
+# Small shapes of each family; the settings that set a family apart come last on each line.
 VARIANTS = {
     "qwen2": dict(
-        cls="Qwen2",
-        vocab_size=128,
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=False,
-        rope_theta=10000.0,
-        rms_norm_eps=1e-6,
+        cls="Qwen2", vocab_size=128, hidden_size=64, intermediate_size=96,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        tie_word_embeddings=False, rope_theta=10000.0, rms_norm_eps=1e-6,
     ),
     "llama": dict(
-        cls="Llama",
-        vocab_size=128,
-        hidden_size=64,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
-        attention_bias=True,
-        rms_norm_eps=1e-5,
+        cls="Llama", vocab_size=128, hidden_size=64, intermediate_size=64,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        tie_word_embeddings=True, attention_bias=True, rms_norm_eps=1e-5, rope_theta=500.0,
         rope_scaling={
-            "rope_type": "llama3",
-            "factor": 8.0,
-            "low_freq_factor": 1.0,
-            "high_freq_factor": 4.0,
-            "original_max_position_embeddings": 16,
+            "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 16,
         },
-        rope_theta=500.0,
     ),
     "mistral": dict(
-        cls="Mistral",
-        vocab_size=96,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=1,
-        tie_word_embeddings=False,
-        sliding_window=3,
-        rope_theta=10000.0,
+        cls="Mistral", vocab_size=96, hidden_size=32, intermediate_size=64,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1,
+        tie_word_embeddings=False, sliding_window=3, rope_theta=10000.0,
     ),
-}
+}  # fmt: skip
 SEQ = 10
 PAD = 3  # row 1 is left-padded by this many tokens
 

@@ -93,3 +93,24 @@ def config_record(config: Any, **overrides: Any) -> dict[str, Any]:
         record[field.name] = value if plain else f"<{type(value).__name__}>"
     record.update(overrides)
     return record
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """The settings every application's ``Config`` shares (the run folder and its loop)."""
+
+    run_dir: str = arg("", "run folder (default: runs/<application>-<date>-<time>)")
+    resume: bool = arg(False, "continue the run in --run-dir from its checkpoint")
+    seed: int = arg(0, "seed for parameters, noise, data and episodes")
+    checkpoint_every: int = arg(500, "generations between checkpoints (and at the end)")
+    progress: bool = arg(True, "show a progress bar")
+
+    def loop_options(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`eggroll.train.loop.run_loop` these settings give."""
+        check_positive(self, ("checkpoint_every",))
+        return {
+            "resume": self.resume,
+            "checkpoint_every": self.checkpoint_every,
+            "progress": self.progress,
+            "config": config_record(self),
+        }

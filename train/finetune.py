@@ -51,7 +51,7 @@ from eggroll.envs import reasoning
 from eggroll.models import generate, hf, llm, lm_train
 from eggroll.models import tokenizer as tokenizer_lib
 from eggroll.train import loop
-from eggroll.train.config import arg, check_finite, config_record
+from eggroll.train.config import RunOptions, arg, check_finite, check_positive
 
 CHECKPOINT = "checkpoint.msgpack"
 METHODS = ("eggroll", "grpo")
@@ -76,9 +76,10 @@ def _memo(key: Any, build):
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(RunOptions):
     """LLM fine-tuning; every field but ``reward`` is a flag of ``eggroll finetune``."""
 
+    # method and task
     method: str = arg("eggroll", "eggroll (ES) or grpo (backprop policy-gradient baseline)")
     task: Any = arg("arithmetic", "arithmetic, countdown or gsm8k (or a Task object)", str)
     digits: int = arg(2, "arithmetic: operands have up to this many digits")
@@ -88,36 +89,38 @@ class Config:
     max_target: int = arg(100, "countdown: targets are in [1, max-target]")
     data: str = arg("", "gsm8k: JSON-lines file with 'question' and 'answer' fields")
     eval_data: str = arg("", "gsm8k: separate held-out file (default: a hashed 10%% of --data)")
+    # the model (default: a tiny byte model pretrained here on the task)
     model: str = arg("", "Hugging Face model folder (default: the tiny base model, made once)")
+    # the tiny base model
     base_steps: int = arg(1500, "tiny base model: backprop pretraining steps on the task")
     base_hidden: int = arg(64, "tiny base model: width")
     base_layers: int = arg(2, "tiny base model: decoder blocks")
     base_batch: int = arg(64, "tiny base model: examples per pretraining step")
     base_lr: float = arg(3e-3, "tiny base model: peak AdamW learning rate")
+    # the population / sampled group
     prompts: int | None = arg(None, "prompts P per generation (default: 128 eggroll, 32 grpo)")
     group: int | None = arg(
         None, "answers G per prompt; population N = P·G; even for eggroll (default: 16, 8)"
     )
+    # EGGROLL perturbations
     sigma: float = arg(2e-3, "eggroll: noise scale σ")
     rank: int = arg(1, "eggroll: rank of each member's perturbation")
+    noise: str = arg("table", "eggroll noise source: table or keys")
+    # the optimiser
     lr: float | None = arg(None, "learning rate (default: 1e-4 eggroll, 3e-5 grpo)")
     lr_decay: int = arg(0, "cosine-decay the learning rate to 10%% over this many generations")
     optimizer: str = arg("adam", "sgd or adam")
     freeze_vectors: bool = arg(True, "train only matrices (norm weights and biases frozen)")
+    # decoding and reward
     temperature: float | None = arg(None, "decoding temperature (default: 0 = greedy for "
                                     "eggroll, 1 for grpo)")  # fmt: skip
     max_new_tokens: int = arg(0, "answer length cap (0: longest reference answer + 2)")
     format_weight: float = arg(0.0, "fitness = correct + format-weight · format")
+    # budget and evaluation
     generations: int = arg(0, "budget: generations (0: no limit)")
     seconds: float = arg(1200.0, "budget: training seconds, evaluation excluded (0: no limit)")
     eval_every: int = arg(100, "generations between held-out evaluations")
     eval_problems: int = arg(512, "held-out problems per evaluation")
-    checkpoint_every: int = arg(500, "generations between checkpoints (and at the end)")
-    noise: str = arg("table", "eggroll noise source: table or keys")
-    seed: int = arg(0, "seed for prompts, noise and sampling")
-    run_dir: str = arg("", "run folder (default: runs/finetune-<task>-<method>-<date>-<time>)")
-    resume: bool = arg(False, "continue the run in --run-dir from its checkpoint")
-    progress: bool = arg(True, "show a progress bar")
     reward: Callable[[reasoning.Problem, str], float] | None = dataclasses.field(
         default=None, metadata={"cli": False}
     )
@@ -137,20 +140,8 @@ class Config:
             raise ValueError(f"--optimizer must be one of {sorted(OPTIMIZERS)}")
         if self.noise not in ("keys", "table"):
             raise ValueError("--noise must be 'keys' or 'table'")
-        positive = (
-            "prompts",
-            "rank",
-            "eval_every",
-            "eval_problems",
-            "checkpoint_every",
-            "base_steps",
-            "base_hidden",
-            "base_layers",
-            "base_batch",
-        )
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be ≥ 1")
+        positive = "prompts rank eval_every eval_problems base_steps base_hidden base_layers"
+        check_positive(self, (positive + " base_batch checkpoint_every").split())
         if self.group < 2:
             raise ValueError("--group must be ≥ 2: shaping compares the answers to one prompt")
         if self.method == "eggroll" and self.group % 2:
@@ -664,12 +655,9 @@ def run(config: Config, callbacks: Iterable[Any] = (), say=print) -> dict[str, A
         trainer,
         run_dir=run_dir,
         budget=loop.Budget(steps=config.generations, seconds=config.seconds),
-        resume=config.resume,
         log_every=1,
         eval_every=config.eval_every,
-        checkpoint_every=config.checkpoint_every,
-        progress=config.progress,
         callbacks=callbacks,
-        config=config_record(config),
+        **config.loop_options(),
         plot=plot_finetune,
     )

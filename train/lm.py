@@ -31,16 +31,18 @@ from eggroll.data import text
 from eggroll.models import hf, llm, lm_train
 from eggroll.models import tokenizer as tokenizer_lib
 from eggroll.train import loop
-from eggroll.train.config import arg, check_finite, check_positive, config_record
+from eggroll.train.config import RunOptions, arg, check_finite, check_positive
 
 MODEL_DIR = "model"
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(RunOptions):
+    """Backprop LM pretraining; every field is a flag of ``eggroll lm``."""
+
+    # data
     data: str = arg("stdlib", "'stdlib', a text file, a folder, or hf:NAME")
-    run_dir: str = arg("", "run folder (default: runs/llm-pretrain-<date>-<time>)")
-    resume: bool = arg(False, "continue the run in --run-dir from its checkpoint")
+    # the model
     init_from: str = arg("", "start from this model folder instead of a random model")
     hidden: int = arg(128, "model width")
     layers: int = arg(4, "decoder blocks")
@@ -48,6 +50,7 @@ class Config:
     kv_heads: int = arg(2, "key/value heads (grouped-query attention)")
     intermediate: int = arg(384, "SwiGLU hidden size")
     compute_dtype: str = arg("float32", "activations/matmuls dtype (params stay float32)")
+    # optimisation
     seq_len: int = arg(128, "tokens per training window")
     batch_size: int = arg(16, "windows per step")
     steps: int = arg(300, "optimiser steps")
@@ -55,31 +58,16 @@ class Config:
     warmup: int = arg(20, "linear warmup steps")
     weight_decay: float = arg(0.01, "AdamW weight decay (matrices only)")
     clip: float = arg(1.0, "global gradient norm clip (0: none)")
+    # validation and logging
     valid_every: int = arg(100, "steps between validations")
     valid_batches: int = arg(8, "validation batches (of --batch-size windows)")
-    checkpoint_every: int = arg(500, "steps between checkpoints (and at the end)")
     log_every: int = arg(10, "steps between metrics lines")
-    seed: int = arg(0, "seed for parameters and data")
-    progress: bool = arg(True, "show a progress bar")
 
     def __post_init__(self):
         check_finite(self)
-        check_positive(self, ("checkpoint_every",))
-        for name in (
-            "hidden",
-            "layers",
-            "heads",
-            "kv_heads",
-            "intermediate",
-            "seq_len",
-            "batch_size",
-            "steps",
-            "valid_every",
-            "valid_batches",
-            "log_every",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be ≥ 1")
+        positive = "hidden layers heads kv_heads intermediate seq_len batch_size steps"
+        check_positive(self, (positive + " valid_every valid_batches log_every").split())
+        check_positive(self, ["checkpoint_every"])
         if self.warmup < 0 or self.lr <= 0 or self.weight_decay < 0 or self.clip < 0:
             raise ValueError("--lr must be > 0; --warmup, --weight-decay, --clip ≥ 0")
         if self.compute_dtype not in llm.COMPUTE_DTYPES:
@@ -216,11 +204,8 @@ def run(config: Config, callbacks: Iterable[Any] = (), say=print) -> dict[str, A
         trainer,
         run_dir=run_dir,
         budget=loop.Budget(steps=config.steps),
-        resume=config.resume,
         log_every=config.log_every,
         eval_every=config.valid_every,
-        checkpoint_every=config.checkpoint_every,
-        progress=config.progress,
         callbacks=callbacks,
-        config=config_record(config),
+        **config.loop_options(),
     )

@@ -307,6 +307,12 @@ def run_loop(
 
     if resume:
         arrays, meta = checkpoint.load(checkpoint_path, trainer.arrays(), trainer.fingerprint)
+        missing = sorted({"host", *dataclasses.asdict(state)} - set(meta))
+        if missing:
+            raise checkpoint.CheckpointError(
+                f"{checkpoint_path} was written by an older eggroll (its metadata lacks "
+                f"{missing}): start a new run, or resume it with the eggroll that wrote it"
+            )
         trainer.restore(arrays, meta["host"])
         state = _Progress(**{k: meta[k] for k in dataclasses.asdict(state)})
         step = state.step
@@ -378,7 +384,7 @@ def run_loop(
         save_due = bool(checkpoint_every) and step % checkpoint_every == 0
         must_sync = step % log_every == 0 or eval_due or save_due or last
         must_sync = must_sync or bool(budget.env_steps)
-        stop = False
+        stop = goal = False
         if must_sync:
             rows = sync()
             for row in rows:
@@ -388,14 +394,15 @@ def run_loop(
                 last_eval = evaluation_row(step, False, metrics_eval)
                 log.write(last_eval)
                 stop = bool(_notify(callbacks, "on_evaluation", last_eval)) or stop
-                stop = stop or bool(_option(trainer, "goal_reached", lambda _: False)(metrics_eval))
+                goal = bool(_option(trainer, "goal_reached", lambda _: False)(metrics_eval))
             if save_due:
                 save()
             if describe is not None and rows:
                 bar.set_postfix_str(describe(rows[-1], last_eval))
             segment_start = time.perf_counter()  # evaluation and saving are not training
         bar.update((state.train_seconds - bar.n if must_sync else 0) if by_time else 1)
-        stopped_by = "goal" if stop else budget.reached(step, state.train_seconds, state.totals)
+        stopped_by = "goal" if goal else "callback" if stop else None
+        stopped_by = stopped_by or budget.reached(step, state.train_seconds, state.totals)
     if pending:
         sync()
     bar.close()

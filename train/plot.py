@@ -25,26 +25,41 @@ def _records(run_dir: Path) -> list[dict]:
     return records
 
 
+def _series(ax, rows: list[dict], x: str, y: str, *style: str, **kwargs) -> None:
+    """Plot ``y`` against ``x`` over the records ``rows``."""
+    ax.plot([r[x] for r in rows], [r[y] for r in rows], *style, **kwargs)
+
+
+def _save(fig, ax, out: Path, xlabel: str, ylabel: str, title: str, fontsize=None) -> Path:
+    """Label, grid, legend, write ``out`` (folders made) and close the figure."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=fontsize)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
 def plot_pretrain(run_dir: Path, out: Path | None = None) -> Path:
     """Train and validation bits/byte against training tokens, baselines as horizontal lines."""
     records = _records(run_dir)
     train = [r for r in records if r.get("train_bits_per_byte") is not None]
     valid = [r for r in records if r.get("valid_bits_per_byte") is not None]
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
-    ax.plot(
-        [r["tokens"] for r in train],
-        [r["train_bits_per_byte"] for r in train],
+    _series(
+        ax,
+        train,
+        "tokens",
+        "train_bits_per_byte",
         lw=1,
         alpha=0.7,
         label="train (perturbed members)",
     )
-    ax.plot(
-        [r["tokens"] for r in valid],
-        [r["valid_bits_per_byte"] for r in valid],
-        "o-",
-        lw=2,
-        label="validation (mean model)",
-    )
+    _series(ax, valid, "tokens", "valid_bits_per_byte", "o-", lw=2, label="validation (mean model)")
     baselines_path = run_dir / "baselines.json"
     if baselines_path.exists():
         styles = {"unigram": ":", "bigram": "--", "lzma": "-."}
@@ -59,16 +74,14 @@ def plot_pretrain(run_dir: Path, out: Path | None = None) -> Path:
                 fontsize=8,
                 color="gray",
             )
-    ax.set_xlabel("training tokens (bytes read from the data streams)")
-    ax.set_ylabel("bits / byte")
-    ax.set_title(f"EGG int8 LM, ES pretraining: {run_dir.name}")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    out = out or run_dir / "curve.png"
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save(
+        fig,
+        ax,
+        out or run_dir / "curve.png",
+        "training tokens (bytes read from the data streams)",
+        "bits / byte",
+        f"EGG int8 LM, ES pretraining: {run_dir.name}",
+    )
 
 
 def plot_rl(run_dir: Path, out: Path | None = None) -> Path:
@@ -78,13 +91,7 @@ def plot_rl(run_dir: Path, out: Path | None = None) -> Path:
     evals = [r for r in records if r.get("eval_return") is not None]
     train = [r for r in records if r.get("fitness_mean") is not None]
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
-    ax.plot(
-        [r["env_steps"] for r in train],
-        [r["fitness_mean"] for r in train],
-        lw=1,
-        alpha=0.6,
-        label="population mean return",
-    )
+    _series(ax, train, "env_steps", "fitness_mean", lw=1, alpha=0.6, label="population mean return")
     steps = [r["env_steps"] for r in evals]
     mean = [r["eval_return"] for r in evals]
     std = [r.get("eval_return_std") or 0.0 for r in evals]
@@ -95,16 +102,7 @@ def plot_rl(run_dir: Path, out: Path | None = None) -> Path:
         [m + s for m, s in zip(mean, std, strict=True)],
         alpha=0.2,
     )
-    ax.set_xlabel("environment steps")
-    ax.set_ylabel("return")
-    ax.set_title(run_dir.name)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    out = out or run_dir / "curve.png"
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save(fig, ax, out or run_dir / "curve.png", "environment steps", "return", run_dir.name)
 
 
 def plot_finetune(run_dir: Path, out: Path | None = None) -> Path:
@@ -122,24 +120,17 @@ def plot_finetune(run_dir: Path, out: Path | None = None) -> Path:
         ("identical_pairs", "identical antithetic pairs", ":"),
     ):
         ax.plot(seconds, _smooth([r[key] for r in train]), style, lw=1, alpha=0.7, label=label)
-    ax.plot(
-        [r["seconds"] for r in evals],
-        [r["eval_accuracy"] for r in evals],
-        "o-",
-        lw=2,
-        label="held-out accuracy (greedy)",
-    )
-    ax.set_xlabel("training seconds (evaluation excluded)")
-    ax.set_ylabel("fraction")
+    _series(ax, evals, "seconds", "eval_accuracy", "o-", lw=2, label="held-out accuracy (greedy)")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"LLM fine-tuning: {run_dir.name}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    out = out or run_dir / "curve.png"
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save(
+        fig,
+        ax,
+        out or run_dir / "curve.png",
+        "training seconds (evaluation excluded)",
+        "fraction",
+        f"LLM fine-tuning: {run_dir.name}",
+        fontsize=8,
+    )
 
 
 def plot_finetune_compare(runs: dict[str, Path], out: Path, title: str = "") -> Path:
@@ -150,25 +141,16 @@ def plot_finetune_compare(runs: dict[str, Path], out: Path, title: str = "") -> 
         evals = [r for r in read_jsonl(run_dir / "metrics.jsonl") if "eval_accuracy" in r]
         if not evals:
             raise ValueError(f"{run_dir / 'metrics.jsonl'} has no held-out accuracy to plot")
-        ax.plot(
-            [r["seconds"] for r in evals],
-            [r["eval_accuracy"] for r in evals],
-            "o-",
-            ms=3,
-            lw=2,
-            label=label,
-        )
-    ax.set_xlabel("training seconds (evaluation excluded)")
-    ax.set_ylabel("held-out accuracy (greedy)")
+        _series(ax, evals, "seconds", "eval_accuracy", "o-", ms=3, lw=2, label=label)
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title(title or "LLM fine-tuning")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save(
+        fig,
+        ax,
+        out,
+        "training seconds (evaluation excluded)",
+        "held-out accuracy (greedy)",
+        title or "LLM fine-tuning",
+    )
 
 
 def _smooth(values: list[float], window: int = 20) -> list[float]:

@@ -29,69 +29,58 @@ from eggroll.intmath import BITS_SCALE
 from eggroll.models import egglm
 from eggroll.train import loop
 from eggroll.train.config import (
+    RunOptions,
     arg,
     check_choice,
     check_finite,
     check_positive,
-    config_record,
     flag,
 )
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(RunOptions):
     """Integer EGG pretraining; every field is a command-line flag of ``eggroll pretrain``."""
 
+    checkpoint_every: int = arg(400, "generations between checkpoints (and at the end)")
+
+    # data and model
     data: str = arg("stdlib", "'stdlib', a text file, a folder, or hf:NAME")
-    run_dir: str = arg("", "run folder (default: runs/pretrain-<date>-<time>)")
-    resume: bool = arg(False, "continue the run in --run-dir from its checkpoint")
     width: int = arg(64, "model width d")
     layers: int = arg(2, "number of blocks")
+    # the population: members, streams, perturbations
     population: int = arg(512, "population size N (a multiple of --group-size)")
     group_size: int = arg(2, "members sharing one data stream (even: antithetic pairs)")
     seq_len: int = arg(100, "tokens per member per step")
     rank: int = arg(1, "rank of each member's perturbation")
     sigma_shift: int = arg(4, "perturbation scale σ = 2^-sigma_shift")
+    # the integer update rule (a Z-test threshold moving a fraction α of weights)
     alpha: float = arg(1.0, "initial fraction of weights moved by chance per step")
     alpha_decay: float = arg(0.005, "alpha_t = alpha / (alpha_decay * t + 1) ** alpha_power")
     alpha_power: float = arg(1.0, "exponent of the alpha schedule")
     noise_reuse: int = arg(1, "generations that share one noise draw")
     error_feedback: bool = arg(True, "keep sub-threshold scores for later steps")
+    # evaluation of the members
     member_batch: int = arg(
         32, "members evaluated at once, slices in a loop (keeps activations in cache); 0: all"
     )
     noise: str = arg("table", "int8 noise source: 'table' (seed-made int8 table) or 'keys'")
+    # budget
     steps: int = arg(2000, "training steps (generations)")
     minutes: float = arg(0.0, "stop after this many minutes of training (0: no limit)")
+    # validation
     valid_every: int = arg(200, "steps between validations")
     valid_bytes: int = arg(1 << 17, "validation bytes for periodic checks")
     final_valid_bytes: int = arg(1 << 20, "validation bytes for the final number (0: all)")
     valid_streams: int = arg(64, "parallel streams for validation")
-    checkpoint_every: int = arg(400, "steps between checkpoints (and at the end)")
+    # logging
     log_every: int = arg(10, "steps between progress/metrics updates")
-    seed: int = arg(0, "seed for parameters, noise and data streams")
-    progress: bool = arg(True, "show a progress bar")
 
     def __post_init__(self):
         check_finite(self)
-        check_positive(
-            self,
-            (
-                "width",
-                "layers",
-                "population",
-                "group_size",
-                "seq_len",
-                "rank",
-                "steps",
-                "valid_every",
-                "valid_bytes",
-                "valid_streams",
-                "checkpoint_every",
-                "log_every",
-                "noise_reuse",
-            ),
-        )
+        positive = "width layers population group_size seq_len rank steps valid_every valid_bytes"
+        check_positive(self, (positive + " valid_streams log_every noise_reuse").split())
+        check_positive(self, ["checkpoint_every"])
         if self.group_size % 2:
             raise ValueError("--group-size must be even (antithetic pairs share a stream)")
         if self.population % self.group_size:
@@ -324,12 +313,9 @@ def run(config: Config, callbacks: Iterable[Any] = (), say=print) -> dict[str, A
         trainer,
         run_dir=run_dir,
         budget=loop.Budget(steps=config.steps, seconds=60 * config.minutes),
-        resume=config.resume,
         log_every=config.log_every,
         eval_every=config.valid_every,
-        checkpoint_every=config.checkpoint_every,
-        progress=config.progress,
         callbacks=callbacks,
-        config=config_record(config),
+        **config.loop_options(),
         plot=plot_pretrain,
     )

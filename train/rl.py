@@ -23,11 +23,16 @@ import jax.numpy as jnp
 import optax
 
 import eggroll as egg
-from eggroll import distributed
 from eggroll.envs import rl as rl_env
 from eggroll.models import mlp
 from eggroll.train import loop
-from eggroll.train.config import arg, check_choice, check_finite, check_positive, config_record
+from eggroll.train.config import (
+    RunOptions,
+    arg,
+    check_choice,
+    check_finite,
+    check_positive,
+)
 
 EVAL_EPISODES = 32
 
@@ -61,22 +66,25 @@ SHAPINGS = {
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(RunOptions):
     """ES on a gymnax-style environment; settings left ``None`` take the per-environment
     defaults (``DEFAULTS``, else ``GENERIC``). ``env`` is a registered gymnax id or an
     environment object (with ``env_params``, default ``env.default_params``)."""
 
+    checkpoint_every: int = arg(50, "generations between checkpoints (and at the end)")
+
+    # the environment
     env: Any = arg("CartPole-v1", "gymnax environment id", cli_type=str)
     env_params: Any = arg(None, "environment parameters of an env object", cli_type=str)
     strategy: str = arg("eggroll", "eggroll or openes")
-    run_dir: str = arg("", "run folder (default: runs/rl-<env>-<strategy>-<date>-<time>)")
-    resume: bool = arg(False, "continue the run in --run-dir from its checkpoint")
+    # the strategy (None: the per-environment default)
     population: int | None = arg(None, "population size (even)")
     rank: int | None = arg(None, "EGGROLL rank (leaves smaller than it get full-rank noise)")
     sigma: float | None = arg(None, "noise scale σ")
     lr: float | None = arg(None, "learning rate")
     optimizer: str | None = arg(None, "sgd, adam or adamw")
     shaping: str | None = arg(None, "centered_rank, z_score or identity")
+    # the policy and its episodes
     episodes: int | None = arg(None, "episodes per member per generation")
     hidden: str | None = arg(None, "hidden layer sizes, e.g. 64,64")
     activation: str = arg("tanh", "hidden activation: tanh, relu or gelu")
@@ -84,14 +92,12 @@ class Config:
     sample_actions: bool = arg(False, "sample discrete actions instead of argmax")
     common_random_numbers: bool = arg(False, "all members see the same episode seeds")
     max_steps: int = arg(0, "cap on episode length (0: the environment's own)")
+    # budget and evaluation
     generations: int | None = arg(None, "budget: generations")
     env_steps: int = arg(0, "budget: environment steps (0: no limit)")
     seconds: float = arg(0.0, "budget: wall-clock seconds of training (0: no limit)")
     target: float | None = arg(None, "stop once the evaluation return reaches this")
     eval_every: int = arg(5, "generations between evaluations of the mean policy")
-    checkpoint_every: int = arg(50, "generations between checkpoints (and at the end)")
-    seed: int = arg(0, "seed")
-    progress: bool = arg(True, "show a progress bar")
 
     def __post_init__(self):
         check_finite(self)
@@ -307,13 +313,10 @@ def run(config: Config, callbacks: Iterable[Any] = ()) -> dict[str, Any]:
             seconds=config.seconds,
             env_steps=config.env_steps,
         ),
-        resume=config.resume,
         log_every=1,
         eval_every=config.eval_every,
-        checkpoint_every=config.checkpoint_every,
-        progress=config.progress and distributed.is_main_process(),
         callbacks=callbacks,
-        config=config_record(config, env=trainer.spec.name),
+        **config.loop_options(),
         plot=plot_rl,
     )
     summary["compile_seconds"] = round(compile_seconds, 2)

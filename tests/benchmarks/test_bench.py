@@ -1,12 +1,14 @@
-"""scripts/bench.py: `report` rewrites only the marked sections, keys runs keep their own file,
-and the scaling sweep measures its inference reference (tiny sizes)."""
+"""eggroll.benchmarks: `report` rewrites only the marked sections, keys runs keep their own file,
+the scaling sweep measures its inference reference, and the command line runs a benchmark end to
+end into --results-dir (tiny sizes)."""
 
 import argparse
 import json
 
-from tests.scripts.helpers import load_script
+import pytest
 
-bench = load_script("bench")
+from eggroll.benchmarks import cli, report, scaling
+
 MACHINE = {"cpu": "Test CPU", "cores": 2, "jax": "0.0", "date": "2026-01-01"}
 
 
@@ -29,10 +31,9 @@ def _lowrank_result(speedup: float, noise: str, command: str | None = None) -> d
     return result
 
 
-def test_report_rewrites_marked_sections_and_keeps_the_rest(tmp_path, monkeypatch):
+def test_report_rewrites_marked_sections_and_keeps_the_rest(tmp_path):
     results = tmp_path / "results"
     results.mkdir()
-    monkeypatch.setattr(bench, "RESULTS", results)
     keys_command = "python scripts/bench.py lowrank-vs-naive --noise keys --widths 8"
     (results / "lowrank-vs-naive.json").write_text(json.dumps(_lowrank_result(55.5, "table")))
     (results / "lowrank-vs-naive-keys.json").write_text(
@@ -53,7 +54,7 @@ def test_report_rewrites_marked_sections_and_keeps_the_rest(tmp_path, monkeypatc
         "end stays",
     ]
     doc.write_text("\n".join(lines) + "\n")
-    out = bench.report(argparse.Namespace(doc=str(doc)))
+    out = report.run(argparse.Namespace(doc=str(doc), results_dir=str(results)))
     assert out["updated"] == ["lowrank-vs-naive", "lowrank-vs-naive-keys"]
     text = doc.read_text()
     assert "old table" not in text
@@ -65,24 +66,55 @@ def test_report_rewrites_marked_sections_and_keeps_the_rest(tmp_path, monkeypatc
     assert f"`{keys_command}`" in keys_section and "| 490.5 |" in keys_section
 
 
-def test_scaling_reports_eggroll_and_its_inference_reference(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench, "RESULTS", tmp_path)
+def test_scaling_reports_eggroll_and_its_inference_reference(tmp_path):
     args = argparse.Namespace(
         populations=[4, 8], widths=[8, 16], population=4, sweep_widths=[8, 16], noise="table",
-        repeats=1,
+        repeats=1, results_dir=str(tmp_path),
     )  # fmt: skip
-    result = bench.scaling(args)
+    result = scaling.run(args)
     assert [sweep["width"] for sweep in result["population_sweeps"]] == [8, 16]
     for sweep in result["population_sweeps"]:
         assert len(sweep["ms"]) == len(sweep["inference_ms"]) == 2
         assert all(t > 0 for t in sweep["ms"] + sweep["inference_ms"])
         assert isinstance(sweep["inference_exponent"], float)
+    assert (tmp_path / "scaling.png").is_file()
     (tmp_path / "scaling.json").write_text(json.dumps(result))
     doc = tmp_path / "BENCHMARKS.md"
     doc.write_text("<!-- bench:scaling -->\n<!-- /bench:scaling -->\n")
-    bench.report(argparse.Namespace(doc=str(doc)))
+    report.run(argparse.Namespace(doc=str(doc), results_dir=str(tmp_path)))
     text = doc.read_text()
     for width in (8, 16):  # each sweep renders as an EGGROLL row and an inference row
         assert f"| population, EGGROLL (width {width}) |" in text
         assert f"| population, inference (width {width}) |" in text
     assert "| width (population 4) |" in text
+
+
+def test_cli_writes_keys_run_to_its_own_file_with_its_command(tmp_path, capsys):
+    argv = ["lowrank-vs-naive", "--noise", "keys", "--models", "dense", "--widths", "8"]
+    argv += ["--populations", "4", "--ranks", "1", "--repeats", "1", "--results-dir", str(tmp_path)]
+    assert cli.main(argv, prog="eggroll bench") == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["lowrank-vs-naive-keys.json"]
+    result = json.loads((tmp_path / "lowrank-vs-naive-keys.json").read_text())
+    assert result["command"] == " ".join(["eggroll bench", *argv])
+    assert result["noise"] == "keys" and len(result["rows"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("dense width     8 pop     4 rank 1  EGGROLL")
+    assert out.endswith(f"wrote {tmp_path / 'lowrank-vs-naive-keys.json'}\n")
+
+
+def test_cli_int_noise_runs_the_egg_lm(tmp_path):
+    argv = ["int-noise", "--population", "4", "--width", "8", "--layers", "1", "--seq-len", "4"]
+    argv += ["--member-batch", "2", "--repeats", "1", "--results-dir", str(tmp_path)]
+    assert cli.main(argv) == 0
+    result = json.loads((tmp_path / "int-noise.json").read_text())
+    assert result["command"] == " ".join(["python scripts/bench.py", *argv])
+    assert [row["noise"] for row in result["rows"]] == ["keys", "table"]
+    assert result["rows"][0]["state_noise_bytes"] == 0 < result["rows"][1]["state_noise_bytes"]
+
+
+def test_cli_rejects_sizes_below_one(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["member-project", "--widths", "8", "0", "--results-dir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "--widths must be ≥ 1, got [8, 0]" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

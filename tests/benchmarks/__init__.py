@@ -1,0 +1,1 @@
+"""Tests of eggroll.benchmarks (the modules behind scripts/bench.py)."""
