@@ -8,7 +8,7 @@ state, info = es.tell(state, scores)
 """
 
 from eggroll import checkpoint, distributed, integer, intmath, leaves, nn, noise, shaping
-from eggroll.nn import LowRank, materialize
+from eggroll.nn import LowRank, MemberView, materialize
 from eggroll.population import Population, PopulationStrategy
 from eggroll.strategy import EGGROLL, ESState, OpenES, Strategy
 
@@ -16,6 +16,7 @@ __all__ = [
     "EGGROLL",
     "ESState",
     "LowRank",
+    "MemberView",
     "OpenES",
     "Population",
     "PopulationStrategy",

@@ -26,6 +26,13 @@ the threshold (``R / θ`` is the weight's fractional part: integer SGD with a le
 
 Noise comes from counter-based keys (``noise="keys"``), or from an int8 table generated from the
 seed at ``init`` (``noise="table"``): a draw is a contiguous slice at a key-derived offset.
+
+Member views and dense weights: :meth:`IntLowRank.materialize` (and so
+:func:`eggroll.materialize` and ``ask(state).materialize()``) gives the member's int8 weights
+``saturate(W + s · round(A Bᵀ / 2^(4 + sigma_shift)))``. :func:`embed` on a view gathers
+exactly those rows. :func:`matmul` on a view does not use them: it adds the correction in the
+activation domain, rounding ``x @ A`` and the rank-r product separately, which no int8 matrix
+reproduces for every input; see :meth:`IntLowRank.materialize` for the bound.
 """
 
 from __future__ import annotations
@@ -43,7 +50,9 @@ from eggroll.batching import matmul_and_project
 from eggroll.intmath import INT8_MAX, saturate, shift_round
 from eggroll.intmath import matmul as int_matmul
 from eggroll.leaves import LeafSpec
-from eggroll.population import PopulationStrategy, as_key, check_positive_int
+from eggroll.nn import MemberView
+from eggroll.nn import materialize as _materialize
+from eggroll.population import PopulationStrategy, check_positive_int, check_real, fitness_stats
 from eggroll.shaping import antithetic_sign
 
 Array = jax.Array
@@ -54,7 +63,7 @@ FACTOR_SECOND_MOMENT = noise.TABLE_SECOND_MOMENT  # E[a²] of one factor entry (
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class IntLowRank:
+class IntLowRank(MemberView):
     """An int8 matrix leaf seen by one member: ``base + sign · a @ bᵀ / 2^(4 + sigma_shift)``.
 
     Shapes: ``base (*lead, n_in, n_out)`` int8, ``a (*lead, n_in, r)`` int8,
@@ -86,7 +95,19 @@ class IntLowRank:
         return shift_round(product, 4 + self.sigma_shift) * self.sign[..., None, None]
 
     def materialize(self) -> Array:
-        """The perturbed int8 matrix (saturated)."""
+        """The member's int8 weights ``saturate(base + delta())``, shape of ``base``.
+
+        What the perturbation means in weight space, and what :func:`embed` uses:
+        ``embed(ids, view) == embed(ids, view.materialize())`` bitwise, and so is anything
+        computed from the weights themselves. :func:`matmul` on the view instead computes
+        ``x @ base + sign · round(round(x @ A / 16) @ Bᵀ / 2^sigma_shift)`` (rounded shifts,
+        no saturation of ``base + delta``); no int8 matrix gives that for every ``x``. Where no
+        entry of ``base + delta()`` saturates, ``matmul(x, view)`` and
+        ``matmul(x, view.materialize())`` differ per output ``o`` by at most
+        ``Σ_i |x_i| / 2 + Σ_k |B_ok| / 2^(sigma_shift + 1) + 1/2`` (the roundings of the two
+        forms), so a model built on :func:`matmul` scores its materialised member within
+        rounding of, not exactly at, the member's own score.
+        """
         return saturate(self.base.astype(jnp.int32) + self.delta())
 
 
@@ -128,23 +149,23 @@ def embed(ids: Array, table: Array | IntLowRank) -> Array:
 
 
 def materialize(view: Any) -> Any:
-    """Replace every :class:`IntLowRank` in ``view`` by its perturbed int8 matrix."""
-    return jax.tree_util.tree_map(
-        lambda leaf: leaf.materialize() if _is_int_view(leaf) else leaf, view, is_leaf=_is_int_view
-    )
+    """Replace every view leaf in ``view`` by its dense weights (:func:`eggroll.materialize`;
+    for :class:`IntLowRank` see :meth:`IntLowRank.materialize`)."""
+    return _materialize(view)
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class IntState:
     """State of :class:`IntEGGROLL`: int8 ``params``, the noise ``key``, int32 ``generation``,
-    ``noise_table`` (int8, empty unless ``noise="table"``) and ``residual`` (int32 scores not
-    yet acted on, shaped like ``params``; ``None`` unless ``error_feedback``)."""
+    ``noise_table`` (int8 with ``noise="table"``, else ``None``, as in
+    :class:`eggroll.ESState`) and ``residual`` (int32 scores not yet acted on, shaped like
+    ``params``; ``None`` unless ``error_feedback``)."""
 
     params: Any
     key: Array
     generation: Array
-    noise_table: Array
+    noise_table: Array | None
     residual: Any = None
 
 
@@ -196,39 +217,30 @@ class IntEGGROLL(PopulationStrategy):
             antithetic=True,
             noise_reuse=noise_reuse,
             leaf_rule=leaf_rule,
+            noise=noise,
+            table_size=table_size,
+            chunk_size=chunk_size,
             eval_batch_size=eval_batch_size,
             mesh=mesh,
         )
-        check_positive_int("rank", rank)
-        check_positive_int("sigma_shift", sigma_shift, 0)
+        rank = check_positive_int("rank", rank)
+        sigma_shift = check_positive_int("sigma_shift", sigma_shift, 0)
         if sigma_shift > 12:
             raise ValueError(f"sigma_shift={sigma_shift} leaves no perturbation; use 0..12")
-        if not (isinstance(alpha, (int, float)) and 0 < alpha <= 1):
+        if not 0 < _real_or_nan(alpha) <= 1:
             raise ValueError(f"alpha must be in (0, 1], got {alpha!r}")
-        if not (isinstance(alpha_decay, (int, float)) and alpha_decay >= 0):
-            raise ValueError(f"alpha_decay must be ≥ 0, got {alpha_decay!r}")
-        if not (isinstance(alpha_power, (int, float)) and alpha_power > 0):
-            raise ValueError(f"alpha_power must be > 0, got {alpha_power!r}")
-        if noise not in ("keys", "table"):
-            raise ValueError(f"noise must be 'keys' or 'table', got {noise!r}")
-        check_positive_int("table_size", table_size, 1024)
-        if chunk_size is not None:
-            check_positive_int("chunk_size", chunk_size)
-            if self.num_draws % chunk_size:
-                raise ValueError(
-                    f"chunk_size={chunk_size} does not divide the {self.num_draws} antithetic "
-                    f"pairs; pick a divisor of {self.num_draws}"
-                )
+        decay = _real_or_nan(alpha_decay)
+        if not (decay >= 0 and math.isfinite(decay)):
+            raise ValueError(f"alpha_decay must be a finite number ≥ 0, got {alpha_decay!r}")
+        power = _real_or_nan(alpha_power)
+        if not (power > 0 and math.isfinite(power)):
+            raise ValueError(f"alpha_power must be a finite number > 0, got {alpha_power!r}")
         self.rank = rank
         self.sigma_shift = sigma_shift
-        self.alpha = float(alpha)
-        self.alpha_decay = float(alpha_decay)
-        self.alpha_power = float(alpha_power)
+        self.alpha = _real_or_nan(alpha)
+        self.alpha_decay = decay
+        self.alpha_power = power
         self.error_feedback = bool(error_feedback)
-        self.noise = noise
-        self.table_size = table_size
-        self.chunk_size = chunk_size
-        self._tell_jit = jax.jit(self._tell)
 
     def config(self) -> dict[str, Any]:
         return {
@@ -239,8 +251,6 @@ class IntEGGROLL(PopulationStrategy):
             "alpha_decay": self.alpha_decay,
             "alpha_power": self.alpha_power,
             "error_feedback": self.error_feedback,
-            "noise": self.noise,
-            "table_size": self.table_size if self.noise == "table" else None,
         }
 
     def _check_leaf(self, spec: LeafSpec, leaf: Any) -> None:
@@ -261,25 +271,14 @@ class IntEGGROLL(PopulationStrategy):
                 f"rank={self.rank} exceeds min(n_in, n_out)={min(spec.n_in, spec.n_out)} of "
                 f"leaf {spec.path!r}"
             )
-        if self.noise == "table" and self._draw_size(spec) > self.table_size:
-            raise ValueError(
-                f"leaf {spec.path!r} needs {self._draw_size(spec)} noise entries per draw, more "
-                f"than table_size={self.table_size}: raise table_size"
-            )
 
-    def _draw_size(self, spec: LeafSpec) -> int:
+    def _draw_elements(self, spec: LeafSpec) -> int:
         return math.prod(spec.lead) * (spec.n_in + spec.n_out) * self.rank
 
     # ------------------------------------------------------------------ noise
     def init(self, key: Array | int, params: Any) -> IntState:
-        """Start from int8 ``params`` with noise seed ``key``."""
-        key = as_key(key)
-        params = jax.tree_util.tree_map(jnp.asarray, params)
-        self.leaf_specs(params)
-        if self.noise == "table":
-            table = noise.make_table(key, self.table_size)
-        else:
-            table = jnp.zeros((0,), jnp.int8)
+        """Start from int8 ``params`` (a non-empty pytree) with noise seed ``key``."""
+        key, params, table = self._start(key, params)
         residual = None
         if self.error_feedback:
             residual = jax.tree_util.tree_map(lambda p: jnp.zeros(p.shape, jnp.int32), params)
@@ -312,16 +311,14 @@ class IntEGGROLL(PopulationStrategy):
     def tell(self, state: IntState, fitness: Array) -> tuple[IntState, dict[str, Array]]:
         """``fitness (N,)``, higher is better (int or float; only pair comparisons are used).
 
-        Returns the new state and ``info``: ``fitness_mean/min/max``, ``alpha``,
-        ``threshold`` (on ``|Z|``), ``moved_fraction`` (weights that changed), ``active_pairs``
-        (pairs whose members scored differently).
+        Returns the new state and ``info``: ``fitness_mean/std/min/max`` (over the finite
+        scores, NaN if none), ``nonfinite_scores`` (int32 count), ``nonfinite_fraction``,
+        ``step_skipped`` (always 0.0: ±1 steps on int8 weights cannot be non-finite; the key
+        is there so run loops read every strategy's info alike), ``alpha``, ``threshold`` (on
+        ``|Z|``), ``moved_fraction`` (weights that changed), ``active_pairs`` (pairs whose
+        members both scored finitely and differently).
         """
-        fitness = jnp.asarray(fitness)
-        if fitness.shape != (self.population_size,):
-            raise ValueError(
-                f"tell expects fitness of shape ({self.population_size},), got {fitness.shape}"
-            )
-        return self._tell_jit(state, fitness)
+        return super().tell(state, fitness)
 
     def _tell(self, state: IntState, fitness: Array) -> tuple[IntState, dict[str, Array]]:
         f = self.gather_scores(fitness).astype(jnp.float32)
@@ -342,11 +339,15 @@ class IntEGGROLL(PopulationStrategy):
         residuals = (
             treedef.flatten_up_to(state.residual) if self.error_feedback else [None] * len(leaves)
         )
-        epoch = state.generation // self.noise_reuse
-        chunk = self.chunk_size or self._auto_chunk(specs)
-        n_chunks = self.num_draws // chunk
-        indices = jnp.arange(self.num_draws, dtype=jnp.int32).reshape(n_chunks, chunk)
-        weights = pair_sign.reshape(n_chunks, chunk)
+
+        def chunk_sum(spec: LeafSpec, idx: Array, w: Array) -> Array:
+            """``Σ_p F_p A_p B_pᵀ`` over one chunk of pairs (int32, one int8 contraction)."""
+            keys = self._draw_keys(state, spec, idx)
+            a, b = jax.vmap(lambda k: self.factors(state, spec, k))(keys)
+            weighted = a * w.reshape((-1,) + (1,) * (a.ndim - 1))
+            return jnp.einsum("c...ir,c...or->...io", weighted, b, preferred_element_type=jnp.int32)
+
+        scores = iter(self._sum_over_draws(specs, pair_sign, chunk_sum, jnp.int32))
         moved = jnp.zeros((), jnp.int32)
         total = 0
         new_leaves, new_residuals = [], []
@@ -355,7 +356,7 @@ class IntEGGROLL(PopulationStrategy):
                 new_leaves.append(leaf)
                 new_residuals.append(residual)
                 continue
-            z = self._score_sum(state, spec, epoch, indices, weights)
+            z = next(scores)
             if residual is not None:
                 z = residual + z
             step = jnp.where(jnp.abs(z).astype(jnp.float32) > threshold, jnp.sign(z), 0)
@@ -368,9 +369,8 @@ class IntEGGROLL(PopulationStrategy):
             total += leaf.size
             new_leaves.append(new)
         info = {
-            "fitness_mean": jnp.mean(jnp.where(finite, f, 0.0)),
-            "fitness_min": jnp.min(jnp.where(finite, f, jnp.inf)),
-            "fitness_max": jnp.max(jnp.where(finite, f, -jnp.inf)),
+            **fitness_stats(f),
+            "step_skipped": jnp.zeros((), jnp.float32),
             "alpha": alpha,
             "threshold": threshold,
             "moved_fraction": moved.astype(jnp.float32) / max(total, 1),
@@ -385,26 +385,11 @@ class IntEGGROLL(PopulationStrategy):
         )
         return new_state, info
 
-    def _auto_chunk(self, specs: list[LeafSpec]) -> int:
-        per_draw = max([self._draw_size(s) for s in specs if s.kind != "frozen"] or [1])
-        bound = max(1, (1 << 24) // per_draw)
-        return max(d for d in range(1, min(bound, self.num_draws) + 1) if self.num_draws % d == 0)
 
-    def _score_sum(
-        self, state: IntState, spec: LeafSpec, epoch: Array, indices: Array, weights: Array
-    ) -> Array:
-        """``Z = Σ_p F_p A_p B_pᵀ`` (int32, ``spec.shape``) by chunks of pairs."""
-
-        def chunk_sum(idx: Array, w: Array) -> Array:
-            keys = jax.vmap(lambda i: noise.draw_key(state.key, spec.id, epoch, i))(idx)
-            a, b = jax.vmap(lambda k: self.factors(state, spec, k))(keys)
-            weighted = a * w.reshape((-1,) + (1,) * (a.ndim - 1))
-            return jnp.einsum("c...ir,c...or->...io", weighted, b, preferred_element_type=jnp.int32)
-
-        if indices.shape[0] == 1:
-            return chunk_sum(indices[0], weights[0])
-
-        def body(acc, xs):
-            return acc + chunk_sum(*xs), None
-
-        return jax.lax.scan(body, jnp.zeros(spec.shape, jnp.int32), (indices, weights))[0]
+def _real_or_nan(value: Any) -> float:
+    """``value`` as a float (any real type), or NaN when it is not a real number, so the
+    caller's range check fails with its own message."""
+    try:
+        return check_real("value", value)
+    except ValueError:
+        return math.nan

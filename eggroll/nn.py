@@ -8,10 +8,15 @@ shared base ``W`` and this member's factors. The ops never build ``W + σE``:
 so under ``jax.vmap`` over members the big product ``x @ W`` is one GEMM shared by the whole
 population, and each member pays only ``O(rank · (n_in + n_out))`` per row. Full-rank leaves
 (biases, norms, or every leaf under OpenES) arrive already perturbed as plain arrays.
+
+Every view type (:class:`LowRank` here, :class:`eggroll.integer.IntLowRank` for int8 models)
+is a :class:`MemberView`: it has ``materialize()``, the member's exact dense weights, and
+:func:`materialize` turns every view in a pytree into plain arrays through that method.
 """
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from typing import Any
 
@@ -23,9 +28,25 @@ from eggroll.batching import member_project
 Array = jax.Array
 
 
+class MemberView(abc.ABC):
+    """The protocol of every member view leaf: one member's perturbed version of one leaf.
+
+    A view is a pytree (it goes through ``jit``, ``vmap`` and ``lax.scan``) and the
+    perturbation-aware ops dispatch on its type. ``materialize()`` returns the member's exact
+    dense weights as a plain array of the base's shape and dtype; each view type documents
+    how those relate to its forward pass.
+    """
+
+    __slots__ = ()
+
+    @abc.abstractmethod
+    def materialize(self) -> Array:
+        """The member's dense perturbed weights (shape and dtype of the shared base)."""
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class LowRank:
+class LowRank(MemberView):
     """A matrix leaf seen by one population member: ``base + scale · a @ bᵀ``.
 
     Shapes: ``base (*lead, n_in, n_out)``, ``a (*lead, n_in, r)``, ``b (*lead, n_out, r)``,
@@ -63,7 +84,11 @@ class LowRank:
         return LowRank(self.base[index], self.a[index], self.b[index], self.scale[index])
 
     def materialize(self) -> Array:
-        """The dense perturbed matrix (costs ``O(n_in · n_out)``)."""
+        """The dense perturbed matrix ``base + scale · a @ bᵀ`` (costs ``O(n_in · n_out)``).
+
+        :func:`dense` and :func:`embed` on the view compute the same function of their input
+        as on this array, up to float rounding (they factor the product instead).
+        """
         delta = jnp.einsum("...ir,...or->...io", self.a, self.b)
         delta = delta * self.scale[..., None, None]
         return (self.base.astype(jnp.float32) + delta).astype(self.base.dtype)
@@ -103,17 +128,25 @@ def vector(v: Array | LowRank) -> Array:
     Full-rank leaves are perturbed when the member view is built, so this is the identity for
     them; a matrix leaf used elementwise is materialised.
     """
-    if _is_lowrank(v):
+    if is_view(v):
         return v.materialize()
     return v
 
 
-def materialize(view: Any) -> Any:
-    """Return the view with every low-rank leaf replaced by its dense perturbed array.
+def is_view(x: Any) -> bool:
+    """Whether ``x`` is a member view leaf (any :class:`MemberView`)."""
+    return isinstance(x, MemberView)
 
-    Exact; costs ``O(n_in · n_out)`` per matrix. Use it to hand member parameters to code that
-    needs real arrays (a black-box simulator, a library model).
+
+def materialize(view: Any) -> Any:
+    """Return the pytree with every :class:`MemberView` leaf replaced by ``leaf.materialize()``.
+
+    Works for every view type (float :class:`LowRank`, int8
+    :class:`eggroll.integer.IntLowRank`); plain arrays (full-rank leaves arrive already
+    perturbed, frozen ones unchanged) pass through. Costs ``O(n_in · n_out)`` per matrix. Use it
+    to hand member parameters to code that needs real arrays (a black-box simulator, a library
+    model).
     """
     return jax.tree_util.tree_map(
-        lambda leaf: leaf.materialize() if _is_lowrank(leaf) else leaf, view, is_leaf=_is_lowrank
+        lambda leaf: leaf.materialize() if is_view(leaf) else leaf, view, is_leaf=is_view
     )

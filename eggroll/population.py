@@ -1,30 +1,124 @@
-"""The population machinery every strategy shares: member views, ``evaluate``, ``ask``.
+"""The population machinery every strategy shares: member views, ``evaluate``, ``ask``,
+``tell``/``step``, the noise source and the chunked sum over noise draws.
 
-A subclass decides how one leaf is perturbed for one member (``_perturb``) and how scores turn
-into an update (``tell``); this base class owns the noise bookkeeping (which draw and sign a
-member uses, the per-leaf keys), the leaf rule, and the one-``vmap`` evaluation under ``jit``.
+A subclass decides how one leaf is perturbed for one member (``_perturb``), how many noise
+numbers one draw of a leaf takes (``_draw_elements``) and how scores turn into an update
+(``_tell``); this base class owns the noise bookkeeping (which draw and sign a member uses, the
+per-leaf keys, the optional noise table), the leaf rule, the validation they share, the
+one-``vmap`` evaluation under ``jit`` and the chunked estimator loop.
 """
 
 from __future__ import annotations
 
 import abc
+import math
+import numbers
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from eggroll import distributed, noise
-from eggroll.leaves import LeafRule, LeafSpec, default_rule, leaf_specs, resolve_rule
+from eggroll.leaves import LeafRule, LeafSpec, default_rule, leaf_specs, path_string, resolve_rule
 from eggroll.nn import materialize
 
 Array = jax.Array
 
+NOISE_SOURCES = ("keys", "table")
+# Estimator chunks aim to hold at most this many noise entries per leaf at once.
+CHUNK_ELEMENT_BUDGET = 1 << 24
 
-def check_positive_int(name: str, value: Any, minimum: int = 1) -> None:
-    """Raise ``ValueError`` unless ``value`` is an int ≥ ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+
+def _scalar(value: Any) -> Any:
+    """A 0-d NumPy/JAX array as a NumPy scalar (so ``numbers`` checks apply); else ``value``.
+
+    A traced value (inside ``jit``) cannot be a configuration constant and stays as it is.
+    """
+    if isinstance(value, np.ndarray | jax.Array) and not isinstance(value, jax.core.Tracer):
+        if value.shape == ():
+            return np.asarray(value)[()]
+    return value
+
+
+def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    """``value`` as a Python ``int``; ``ValueError`` unless it is an integer ≥ ``minimum``.
+
+    Accepts Python ints, NumPy integer scalars and 0-d integer arrays (NumPy or JAX); refuses
+    bools and floats (``8.0``: pass ``int(...)``).
+    """
+    scalar = _scalar(value)
+    if isinstance(scalar, bool | np.bool_) or not isinstance(scalar, numbers.Integral):
         raise ValueError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
+    if int(scalar) < minimum:
+        raise ValueError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
+    return int(scalar)
+
+
+def check_real(name: str, value: Any) -> float:
+    """``value`` as a Python ``float``; ``ValueError`` unless it is a real number.
+
+    Accepts Python and NumPy ints and floats and 0-d real arrays (NumPy or JAX); refuses
+    bools, complex numbers, strings and arrays with more than one element. The caller checks
+    the range (the value may be NaN or ±inf here).
+    """
+    scalar = _scalar(value)
+    if isinstance(scalar, bool | np.bool_) or not isinstance(scalar, numbers.Real):
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    return float(scalar)
+
+
+def fitness_stats(fitness: Array) -> dict[str, Array]:
+    """Summary of one generation's scores ``(N,)``, non-finite scores left out.
+
+    ``fitness_mean``, ``fitness_std``, ``fitness_min``, ``fitness_max`` (float32) over the
+    finite scores, NaN when none is finite; ``nonfinite_scores`` (int32, how many scores are
+    NaN or ±inf) and ``nonfinite_fraction`` (float32, the same over N).
+    """
+    f = jnp.asarray(fitness, jnp.float32)
+    finite = jnp.isfinite(f)
+    count = jnp.maximum(jnp.sum(finite), 1).astype(jnp.float32)
+    mean = jnp.sum(jnp.where(finite, f, 0.0)) / count
+    var = jnp.sum(jnp.where(finite, (f - mean) ** 2, 0.0)) / count
+    any_finite = jnp.any(finite)
+    nonfinite = jnp.sum(~finite).astype(jnp.int32)
+    return {
+        "fitness_mean": jnp.where(any_finite, mean, jnp.nan),
+        "fitness_std": jnp.where(any_finite, jnp.sqrt(var), jnp.nan),
+        "fitness_min": jnp.where(any_finite, jnp.min(jnp.where(finite, f, jnp.inf)), jnp.nan),
+        "fitness_max": jnp.where(any_finite, jnp.max(jnp.where(finite, f, -jnp.inf)), jnp.nan),
+        "nonfinite_scores": nonfinite,
+        "nonfinite_fraction": nonfinite.astype(jnp.float32) / f.shape[0],
+    }
+
+
+def _largest_divisor_at_most(n: int, bound: int) -> int:
+    bound = max(1, min(n, bound))
+    for d in range(bound, 0, -1):
+        if n % d == 0:
+            return d
+    return 1
+
+
+def check_params(params: Any) -> Any:
+    """``params`` with every leaf as a JAX array; ``ValueError`` for a tree with no leaves
+    (``{}``, ``None``) or a leaf that is not an array or a number."""
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    if not flat:
+        raise ValueError(
+            f"params has no array leaves (got {params!r:.80}): pass a pytree of arrays to "
+            "train, e.g. {'w': jnp.zeros((4, 3))}"
+        )
+    for path, leaf in flat:
+        if not isinstance(leaf, jax.Array | np.ndarray | np.generic | numbers.Number) or (
+            isinstance(leaf, np.ndarray | np.generic) and leaf.dtype.kind not in "biuf"
+        ):
+            raise ValueError(
+                f"params leaf {path_string(path)!r} is a {type(leaf).__name__}, not an array of "
+                "numbers: every leaf must be an array (or a number)"
+            )
+    return jax.tree_util.tree_map(jnp.asarray, params)
 
 
 def as_key(key: Array | int) -> Array:
@@ -61,12 +155,21 @@ class PopulationStrategy(abc.ABC):
       noise_reuse: noise changes every ``noise_reuse`` generations (1 = fresh every time).
       leaf_rule: which leaves are ``"lowrank"``, ``"full"`` or ``"frozen"``
         (see :mod:`eggroll.leaves`).
+      noise: ``"keys"`` (every draw made from its key) or ``"table"`` (a draw is a slice of a
+        seed-made int8 table of ``table_size`` entries kept in the state; see
+        :mod:`eggroll.noise`). Every draw must fit the table (checked at ``init``).
+      table_size: entries of the noise table (≥ 1024; only used with ``noise="table"``).
+      chunk_size: noise draws per chunk of the estimator's sum over draws (must divide the
+        number of draws: N/2 with antithetic sampling, else N); ``None`` picks the largest
+        divisor whose noise fits a budget of ``CHUNK_ELEMENT_BUDGET`` entries per leaf.
       eval_batch_size: members evaluated at once by ``evaluate`` (``None``: all, one vmap).
       mesh: devices the population is split over (see :mod:`eggroll.distributed`); default:
         every device when there are several, nothing to do on one. ``population_size`` must
         be a multiple of the device count.
 
-    The state must have fields ``params``, ``key`` (typed JAX key) and ``generation``.
+    The state must have fields ``params``, ``key`` (typed JAX key), ``generation`` and
+    ``noise_table`` (the int8 table with ``noise="table"``, ``None`` with ``noise="keys"``:
+    one convention for every strategy).
     """
 
     name = "PopulationStrategy"
@@ -80,18 +183,24 @@ class PopulationStrategy(abc.ABC):
         antithetic: bool = True,
         noise_reuse: int = 1,
         leaf_rule: LeafRule = None,
+        noise: str = "keys",
+        table_size: int = 1 << 20,
+        chunk_size: int | None = None,
         eval_batch_size: int | None = None,
         mesh: jax.sharding.Mesh | None = None,
     ):
-        check_positive_int("population_size", population_size, 2)
+        population_size = check_positive_int("population_size", population_size, 2)
         if antithetic and population_size % 2:
             raise ValueError(
                 f"population_size={population_size} is odd but antithetic=True pairs members "
                 "(2p, 2p+1): use an even population_size or antithetic=False"
             )
-        check_positive_int("noise_reuse", noise_reuse)
+        noise_reuse = check_positive_int("noise_reuse", noise_reuse)
         if eval_batch_size is not None:
-            check_positive_int("eval_batch_size", eval_batch_size)
+            eval_batch_size = check_positive_int("eval_batch_size", eval_batch_size)
+        if noise not in NOISE_SOURCES:
+            raise ValueError(f"noise must be 'keys' or 'table', got {noise!r}")
+        table_size = check_positive_int("table_size", table_size, 1024)
         self.population_size = population_size
         self.antithetic = bool(antithetic)
         self.noise_reuse = noise_reuse
@@ -99,12 +208,24 @@ class PopulationStrategy(abc.ABC):
         self._rule = resolve_rule(leaf_rule, self._default_rule)
         self.eval_batch_size = eval_batch_size
         self.num_draws = population_size // 2 if self.antithetic else population_size
+        self.noise = noise
+        self.table_size = table_size
+        if chunk_size is not None:
+            chunk_size = check_positive_int("chunk_size", chunk_size)
+            if self.num_draws % chunk_size:
+                per = "antithetic pairs: population_size / 2" if self.antithetic else "members"
+                raise ValueError(
+                    f"chunk_size={chunk_size} does not divide the {self.num_draws} noise draws "
+                    f"per generation ({per}); pick a divisor of {self.num_draws}"
+                )
+        self.chunk_size = chunk_size
         if mesh is None and jax.device_count() > 1:
             mesh = distributed.population_mesh()
         if mesh is not None:
             distributed.check_divisible(population_size, mesh)
         self.mesh = mesh
         self._evaluate_jit = jax.jit(self._evaluate, static_argnums=(1, 2, 3))
+        self._tell_jit = jax.jit(self._tell)
 
     def config(self) -> dict[str, Any]:
         """JSON-able description of the configuration (stored in checkpoints as a fingerprint)."""
@@ -113,6 +234,8 @@ class PopulationStrategy(abc.ABC):
             "population_size": self.population_size,
             "antithetic": self.antithetic,
             "noise_reuse": self.noise_reuse,
+            "noise": self.noise,
+            "table_size": self.table_size if self.noise == "table" else None,
         }
 
     def leaf_specs(self, params: Any) -> list[LeafSpec]:
@@ -120,11 +243,117 @@ class PopulationStrategy(abc.ABC):
         specs = leaf_specs(params, self._rule)
         for spec, leaf in zip(specs, jax.tree_util.tree_leaves(params), strict=True):
             self._check_leaf(spec, leaf)
+            self._check_table(spec)
         return specs
 
     def _check_leaf(self, spec: LeafSpec, leaf: Any) -> None:
         """Subclass hook: raise ``ValueError`` for a leaf this strategy cannot handle."""
         return None
+
+    def _draw_elements(self, spec: LeafSpec) -> int:
+        """Noise numbers one draw of a leaf takes (dense noise: the leaf's size)."""
+        return math.prod(spec.shape)
+
+    def _check_table(self, spec: LeafSpec) -> None:
+        if spec.kind == "frozen" or self.noise != "table":
+            return
+        if self._draw_elements(spec) > self.table_size:
+            raise ValueError(
+                f"leaf {spec.path!r} needs {self._draw_elements(spec)} noise entries per "
+                f"draw, more than table_size={self.table_size}: raise table_size (several "
+                "times the largest draw keeps draws nearly independent) or use noise='keys'"
+            )
+
+    def _start(self, key: Array | int, params: Any) -> tuple[Array, Any, Array | None]:
+        """What every ``init`` does first: the typed key, validated array params (a
+        ``ValueError`` for empty or non-array trees and unsuitable leaves) and the noise table
+        (``None`` with ``noise="keys"``)."""
+        key = as_key(key)
+        params = check_params(params)
+        self.leaf_specs(params)
+        table = noise.make_table(key, self.table_size) if self.noise == "table" else None
+        return key, params, table
+
+    # ------------------------------------------------------------------ the sum over draws
+    def _chunk(self, specs: list[LeafSpec]) -> int:
+        """Noise draws per chunk: ``chunk_size``, or the largest divisor of the draw count
+        whose noise fits ``CHUNK_ELEMENT_BUDGET`` entries for the largest leaf."""
+        if self.chunk_size is not None:
+            return self.chunk_size
+        per_draw = max([self._draw_elements(s) for s in specs if s.kind != "frozen"] or [1])
+        return _largest_divisor_at_most(self.num_draws, max(1, CHUNK_ELEMENT_BUDGET // per_draw))
+
+    def _sum_over_draws(
+        self,
+        specs: list[LeafSpec],
+        weights: Array,
+        chunk_sum: Callable[[LeafSpec, Array, Array], Array],
+        dtype: Any,
+    ) -> list[Array]:
+        """``Σ_p w_p X_p`` for every non-frozen leaf, by chunks of draws (one ``lax.scan``).
+
+        ``weights (num_draws,)`` are the per-draw weights; ``chunk_sum(spec, indices (c,),
+        w (c,))`` returns one chunk's sum for a leaf (shape ``spec.shape``, ``dtype``).
+        Returns the sums of the non-frozen leaves in ``specs`` order.
+        """
+        chunk = self._chunk(specs)
+        n_chunks = self.num_draws // chunk
+        indices = jnp.arange(self.num_draws, dtype=jnp.int32).reshape(n_chunks, chunk)
+        weights = weights.reshape(n_chunks, chunk)
+        active = [s for s in specs if s.kind != "frozen"]
+
+        def body(acc, chunk_data):
+            idx, w = chunk_data
+            return [a + chunk_sum(s, idx, w) for a, s in zip(acc, active, strict=True)], None
+
+        init = [jnp.zeros(s.shape, dtype) for s in active]
+        if n_chunks == 1:
+            return body(init, (indices[0], weights[0]))[0]
+        return jax.lax.scan(body, init, (indices, weights))[0]
+
+    def _draw_keys(self, state: Any, spec: LeafSpec, indices: Array) -> Array:
+        """Keys ``(c,)`` of draws ``indices`` of one leaf at the state's noise epoch."""
+        epoch = state.generation // self.noise_reuse
+        return jax.vmap(lambda i: noise.draw_key(state.key, spec.id, epoch, i))(indices)
+
+    # ------------------------------------------------------------------ update
+    @abc.abstractmethod
+    def _tell(self, state: Any, fitness: Array) -> tuple[Any, dict[str, Array]]:
+        """The jitted update from replicated-or-not scores ``(N,)``."""
+
+    def tell(self, state: Any, fitness: Array) -> tuple[Any, dict[str, Array]]:
+        """One update from the scores ``fitness (N,)`` (higher is better).
+
+        Returns ``(new_state, info)``; ``info`` is a dict of scalars, see the strategy's
+        docstring. Every strategy reports ``fitness_mean/std/min/max`` over the finite scores,
+        ``nonfinite_scores`` (count), ``nonfinite_fraction`` and ``step_skipped``.
+        """
+        fitness = jnp.asarray(fitness)
+        if fitness.shape != (self.population_size,):
+            raise ValueError(
+                f"tell expects fitness of shape ({self.population_size},), got {fitness.shape}"
+            )
+        return self._tell_jit(state, fitness)
+
+    def step(
+        self,
+        state: Any,
+        fitness_fn: Callable[..., Any],
+        *args: Any,
+        in_axes: Any = None,
+        has_aux: bool = False,
+    ) -> tuple[Any, dict[str, Array]] | tuple[Any, dict[str, Array], Any]:
+        """One generation: :meth:`evaluate` then :meth:`tell`.
+
+        Returns ``(state, info)``, or ``(state, info, aux)`` with ``has_aux=True`` (``aux``
+        stacked over members as :meth:`evaluate` returns it).
+        """
+        out = self.evaluate(state, fitness_fn, *args, in_axes=in_axes, has_aux=has_aux)
+        if not has_aux:
+            return self.tell(state, out)
+        scores, aux = out
+        new_state, info = self.tell(state, scores)
+        return new_state, info, aux
 
     @abc.abstractmethod
     def _perturb(self, spec: LeafSpec, leaf: Array, key: Array, sign: Array, state: Any):
@@ -207,10 +436,7 @@ class PopulationStrategy(abc.ABC):
                 next(it) if axis == 0 else s for s, axis in zip(shared, in_axes, strict=True)
             ]
             out = fitness_fn(self._view(state, index, sign), *full_args)
-            score, aux = out if has_aux else (out, None)
-            score = jnp.asarray(score)
-            if score.shape != ():
-                raise ValueError(f"fitness_fn must return a scalar per member, got {score.shape}")
+            score, aux = _split_output(out, has_aux)
             return score.astype(self.score_dtype), aux
 
         # The unit of evaluation is a noise draw: with antithetic sampling a draw's two members
@@ -260,12 +486,37 @@ class PopulationStrategy(abc.ABC):
         return (scores, aux) if has_aux else scores
 
 
+def _split_output(out: Any, has_aux: bool) -> tuple[Array, Any]:
+    """``(score (), aux)`` from a fitness function's output, with errors that say what to return."""
+    if has_aux:
+        if not (isinstance(out, tuple | list) and len(out) == 2):
+            got = f"a tuple of {len(out)}" if isinstance(out, tuple | list) else type(out).__name__
+            raise ValueError(
+                f"has_aux=True: fitness_fn must return a pair (score, aux) with a scalar score "
+                f"and any pytree aux, got {got}; return (score, aux) or drop has_aux"
+            )
+        score, aux = out
+    else:
+        if isinstance(out, tuple | list):
+            raise ValueError(
+                f"fitness_fn returned a {type(out).__name__} of {len(out)}: it must return one "
+                "scalar score per member; if it returns (score, aux), pass has_aux=True"
+            )
+        score, aux = out, None
+    score = jnp.asarray(score)
+    if score.shape != ():
+        raise ValueError(f"fitness_fn must return a scalar per member, got shape {score.shape}")
+    return score, aux
+
+
 class Population:
     """The members of one generation, for callers that run evaluation themselves.
 
     ``population[i]`` is member ``i``'s view (as passed to a fitness function);
     ``population.materialize()`` returns plain perturbed parameters with a leading ``(N,)``
-    axis (``O(N · params)`` memory: for small models or host-side evaluation).
+    axis (``O(N · params)`` memory: for small models or host-side evaluation): every view leaf
+    goes through its ``materialize()`` (:func:`eggroll.materialize`), so this works for every
+    strategy, the integer one included.
     """
 
     def __init__(self, strategy: PopulationStrategy, state: Any):
@@ -282,6 +533,7 @@ class Population:
         return self.strategy.member(self.state, member)
 
     def materialize(self) -> Any:
+        """Every member's dense parameters, stacked on a leading ``(N,)`` axis."""
         members = jnp.arange(self.size, dtype=jnp.int32)
         view = jax.vmap(lambda i: materialize(self.strategy.member(self.state, i)))
         return jax.jit(view)(members)

@@ -29,13 +29,15 @@ from eggroll import noise
 from eggroll import shaping as shaping_lib
 from eggroll.leaves import LeafRule, LeafSpec, all_full_rule
 from eggroll.nn import LowRank
-from eggroll.population import PopulationStrategy, as_key, check_positive_int
+from eggroll.population import (
+    PopulationStrategy,
+    check_positive_int,
+    check_real,
+    fitness_stats,
+)
 
 Array = jax.Array
 Schedule = Callable[[Array], Array]
-
-# Estimator chunks aim to hold at most this many float32 noise entries per leaf at once.
-_CHUNK_ELEMENT_BUDGET = 1 << 24
 
 
 @jax.tree_util.register_dataclass
@@ -45,7 +47,8 @@ class ESState:
 
     ``params``: the mean parameters θ. ``opt_state``: the optax state. ``key``: the noise seed
     (a typed JAX key). ``generation``: int32 scalar, number of completed ``tell`` calls.
-    ``noise_table``: the seed-made int8 noise table (``noise="table"``), else ``None``.
+    ``noise_table``: the seed-made int8 noise table (``noise="table"``), else ``None`` (the
+    same convention as :class:`eggroll.integer.IntState`).
     """
 
     params: Any
@@ -55,20 +58,40 @@ class ESState:
     noise_table: Array | None = None
 
 
-def _largest_divisor_at_most(n: int, bound: int) -> int:
-    bound = max(1, min(n, bound))
-    for d in range(bound, 0, -1):
-        if n % d == 0:
-            return d
-    return 1
+def check_optimizer(optimizer: Any) -> optax.GradientTransformation:
+    """``optimizer`` unchanged if it has optax's ``init``/``update``; else a ``ValueError``."""
+    if isinstance(optimizer, str):
+        raise ValueError(
+            "optimizer must be an optax.GradientTransformation such as optax.adam(1e-2), got "
+            f"the string {optimizer!r}"
+        )
+    if not (
+        callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))
+    ):
+        raise ValueError(
+            "optimizer must be an optax.GradientTransformation such as optax.adam(1e-2), got "
+            f"{type(optimizer).__name__} {optimizer!r:.60}"
+        )
+    return optimizer
+
+
+def _all_finite(leaves: list[Array]) -> Array:
+    """True when every entry of every (floating) array in ``leaves`` is finite."""
+    checks = [
+        jnp.all(jnp.isfinite(x)) for x in leaves if jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+    ]
+    return jnp.all(jnp.stack(checks)) if checks else jnp.asarray(True)
 
 
 class Strategy(PopulationStrategy):
     """Shared machinery of EGGROLL and OpenES; subclasses choose how matrix leaves are perturbed.
 
     Args:
-      population_size: number of members N per generation (even with antithetic sampling).
-      sigma: noise scale σ > 0, or an optax-style schedule ``generation -> σ``.
+      population_size: number of members N per generation (even with antithetic sampling);
+        any integer type (Python, NumPy, a 0-d array).
+      sigma: noise scale σ, a finite real number > 0 (any real type: Python, NumPy, a 0-d
+        array; checked here), or an optax-style schedule ``generation -> σ`` (checked every
+        generation by ``tell``, see below).
       optimizer: any ``optax.GradientTransformation`` (default ``optax.sgd(1e-2)``).
       antithetic: members 2p and 2p+1 share noise with signs +1/−1.
       noise_reuse: noise changes every ``noise_reuse`` generations (1 = fresh every time).
@@ -83,6 +106,15 @@ class Strategy(PopulationStrategy):
         N/2 with antithetic sampling, else N); ``None`` picks one within a memory budget.
       eval_batch_size: members evaluated at once by ``evaluate`` (``None``: all, one vmap).
       mesh: devices the population is split over (default: all of them).
+
+    Skipped steps: ``tell`` never writes non-finite parameters. When σ of the generation is
+    not a finite number > 0 (a schedule that decays to 0, goes negative or NaN), or the
+    candidate update or new parameters have a NaN/inf entry (e.g. an infinite learning rate),
+    it keeps the previous parameters and optimiser state, still advances ``generation``, and
+    reports ``info["step_skipped"] = 1.0``. ``info["sigma"]`` is the σ it used, so on the
+    host ``not (info["sigma"] > 0 and isfinite(info["sigma"]))`` says the cause was σ; else
+    it was the update (learning rate or optimiser). Learning rates live inside optax and are
+    only checked through this guard.
     """
 
     name = "Strategy"
@@ -108,16 +140,27 @@ class Strategy(PopulationStrategy):
             antithetic=antithetic,
             noise_reuse=noise_reuse,
             leaf_rule=leaf_rule,
+            noise=noise,
+            table_size=table_size,
+            chunk_size=chunk_size,
             eval_batch_size=eval_batch_size,
             mesh=mesh,
         )
+        population_size = self.population_size
         if callable(sigma):
             self._sigma_schedule = sigma
         else:
-            if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
+            try:
+                value = check_real("sigma", sigma)
+            except ValueError:
+                raise ValueError(
+                    f"sigma must be a positive number or a schedule, got {sigma!r}"
+                ) from None
+            if not value > 0:
                 raise ValueError(f"sigma must be a positive number or a schedule, got {sigma!r}")
-            if not math.isfinite(sigma):
+            if not math.isfinite(value):
                 raise ValueError(f"sigma must be finite, got {sigma!r}")
+            sigma = value
             self._sigma_schedule = None
         if not callable(shaping):
             raise ValueError(f"shaping must be a callable (N,) -> (N,), got {shaping!r}")
@@ -132,24 +175,9 @@ class Strategy(PopulationStrategy):
                     f"shaping group_size={group} is odd and would split antithetic pairs: "
                     "use an even group size"
                 )
-        if noise not in ("keys", "table"):
-            raise ValueError(f"noise must be 'keys' or 'table', got {noise!r}")
-        check_positive_int("table_size", table_size, 1024)
-        self.noise = noise
-        self.table_size = table_size
         self.sigma = sigma
-        self.optimizer = optimizer if optimizer is not None else optax.sgd(1e-2)
+        self.optimizer = check_optimizer(optimizer) if optimizer is not None else optax.sgd(1e-2)
         self.shaping = shaping
-        if chunk_size is not None:
-            check_positive_int("chunk_size", chunk_size)
-            if self.num_draws % chunk_size:
-                raise ValueError(
-                    f"chunk_size={chunk_size} does not divide the {self.num_draws} noise draws "
-                    f"per generation (population_size{' / 2' if self.antithetic else ''}); "
-                    f"pick a divisor of {self.num_draws}"
-                )
-        self.chunk_size = chunk_size
-        self._tell_jit = jax.jit(self._tell)
 
     # ------------------------------------------------------------------ configuration
     def config(self) -> dict[str, Any]:
@@ -159,12 +187,10 @@ class Strategy(PopulationStrategy):
             **super().config(),
             "sigma": sigma,
             "shaping": shaping_lib.shaping_name(self.shaping),
-            "noise": self.noise,
-            "table_size": self.table_size if self.noise == "table" else None,
         }
 
     def sigma_at(self, generation: Array) -> Array:
-        """σ for a generation (float32 scalar)."""
+        """σ for a generation (float32 scalar; a schedule's value is not checked here)."""
         if self._sigma_schedule is None:
             return jnp.asarray(self.sigma, jnp.float32)
         return jnp.asarray(self._sigma_schedule(generation), jnp.float32)
@@ -176,35 +202,21 @@ class Strategy(PopulationStrategy):
                 "floating leaves. Cast it to float, mark it 'frozen' in leaf_rule, or use "
                 "eggroll.integer for int8 models"
             )
-        if spec.kind != "frozen" and self.noise == "table":
-            if self._draw_elements(spec) > self.table_size:
-                raise ValueError(
-                    f"leaf {spec.path!r} needs {self._draw_elements(spec)} noise entries per "
-                    f"draw, more than table_size={self.table_size}: raise table_size (several "
-                    "times the largest draw keeps draws nearly independent) or use noise='keys'"
-                )
-
-    def _chunk(self, specs: list[LeafSpec]) -> int:
-        if self.chunk_size is not None:
-            return self.chunk_size
-        per_draw = max([self._draw_elements(s) for s in specs if s.kind != "frozen"] or [1])
-        return _largest_divisor_at_most(self.num_draws, max(1, _CHUNK_ELEMENT_BUDGET // per_draw))
-
-    def _draw_elements(self, spec: LeafSpec) -> int:
-        return math.prod(spec.shape)
 
     # ------------------------------------------------------------------ lifecycle
     def init(self, key: Array | int, params: Any) -> ESState:
-        """Start from ``params`` (a pytree of float arrays) with noise seed ``key``."""
-        key = as_key(key)
-        params = jax.tree_util.tree_map(jnp.asarray, params)
-        self.leaf_specs(params)
+        """Start from ``params`` (a non-empty pytree of float arrays) with noise seed ``key``.
+
+        Raises ``ValueError`` for empty params (``{}``, ``None``), non-array leaves and leaves
+        the strategy cannot perturb (see the class docstring of the leaf rules).
+        """
+        key, params, table = self._start(key, params)
         return ESState(
             params=params,
             opt_state=self.optimizer.init(params),
             key=key,
             generation=jnp.zeros((), jnp.int32),
-            noise_table=noise.make_table(key, self.table_size) if self.noise == "table" else None,
+            noise_table=table,
         )
 
     def _perturb(self, spec: LeafSpec, leaf: Array, key: Array, sign: Array, state: ESState):
@@ -226,21 +238,14 @@ class Strategy(PopulationStrategy):
 
         ``fitness`` has shape ``(N,)``; higher is better. Non-finite scores count as the worst
         finite score of the generation (see :func:`eggroll.shaping.clean_nonfinite`).
-        Returns the new state and ``info``: ``fitness_mean/std/min/max`` (over finite scores),
-        ``nonfinite_fraction``, ``sigma``, ``update_norm_lowrank`` and ``update_norm_full``.
+        Returns the new state and ``info``: ``fitness_mean/std/min/max`` (over finite scores,
+        NaN if none), ``nonfinite_scores`` (int32 count), ``nonfinite_fraction``, ``sigma``
+        (the σ used), ``step_skipped`` (1.0 when the step was refused because σ was not a
+        finite number > 0 or the update was not finite; the parameters and optimiser state are
+        then unchanged, see the class docstring; else 0.0), ``update_norm_lowrank`` and
+        ``update_norm_full`` (norms of the step taken: 0 when skipped).
         """
-        fitness = jnp.asarray(fitness)
-        if fitness.shape != (self.population_size,):
-            raise ValueError(
-                f"tell expects fitness of shape ({self.population_size},), got {fitness.shape}"
-            )
-        return self._tell_jit(state, fitness)
-
-    def step(
-        self, state: ESState, fitness_fn: Callable[..., Array], *args: Any, in_axes: Any = None
-    ) -> tuple[ESState, dict[str, Array]]:
-        """One generation: ``evaluate`` then ``tell``."""
-        return self.tell(state, self.evaluate(state, fitness_fn, *args, in_axes=in_axes))
+        return super().tell(state, fitness)
 
     # ------------------------------------------------------------------ the estimator
     def _draw_weights(self, fitness: Array) -> tuple[Array, Array]:
@@ -252,10 +257,9 @@ class Strategy(PopulationStrategy):
         return shaped, nonfinite
 
     def _accumulate(
-        self, spec: LeafSpec, key: _EpochKey, indices: Array, weights: Array, table: Array | None
+        self, spec: LeafSpec, keys: Array, weights: Array, table: Array | None
     ) -> Array:
-        """``Σ_p w_p E_p`` over one chunk of draws, shape ``spec.shape`` (float32)."""
-        keys = jax.vmap(lambda i: key_for(key, spec, i))(indices)
+        """``Σ_p w_p E_p`` over one chunk of draws with keys ``(c,)``, shape ``spec.shape``."""
         eps = jax.vmap(lambda k: self._noise(spec, k, table))(keys)
         return jnp.tensordot(weights, eps, axes=1)
 
@@ -264,31 +268,19 @@ class Strategy(PopulationStrategy):
         return 1.0
 
     def estimate(self, state: ESState, fitness: Array) -> tuple[Any, Array]:
-        """The ascent direction ``ĝ`` (pytree like ``params``, float32), non-finite fraction."""
+        """The ascent direction ``ĝ`` (pytree like ``params``, float32), non-finite fraction.
+
+        Divides by σ of the generation: not finite when σ is not a finite number > 0.
+        """
         specs = self.leaf_specs(state.params)
         leaves, treedef = jax.tree_util.tree_flatten(state.params)
         weights, nonfinite = self._draw_weights(self.gather_scores(fitness))
-        chunk = self._chunk(specs)
-        n_chunks = self.num_draws // chunk
-        indices = jnp.arange(self.num_draws, dtype=jnp.int32).reshape(n_chunks, chunk)
-        weights = weights.reshape(n_chunks, chunk)
-        epoch = state.generation // self.noise_reuse
-        active = [s for s in specs if s.kind != "frozen"]
-        epoch_key = _EpochKey(state.key, epoch)
 
-        def body(acc, chunk_data):
-            idx, w = chunk_data
-            new = [
-                a + self._accumulate(s, epoch_key, idx, w, state.noise_table)
-                for a, s in zip(acc, active, strict=True)
-            ]
-            return new, None
+        def chunk_sum(spec: LeafSpec, idx: Array, w: Array) -> Array:
+            keys = self._draw_keys(state, spec, idx)
+            return self._accumulate(spec, keys, w, state.noise_table)
 
-        init = [jnp.zeros(s.shape, jnp.float32) for s in active]
-        if n_chunks == 1:
-            sums, _ = body(init, (indices[0], weights[0]))
-        else:
-            sums, _ = jax.lax.scan(body, init, (indices, weights))
+        sums = self._sum_over_draws(specs, weights, chunk_sum, jnp.float32)
         sigma = self.sigma_at(state.generation)
         grads, it = [], iter(sums)
         for spec, leaf in zip(specs, leaves, strict=True):
@@ -302,7 +294,7 @@ class Strategy(PopulationStrategy):
     def _tell(self, state: ESState, fitness: Array) -> tuple[ESState, dict[str, Array]]:
         specs = self.leaf_specs(state.params)
         fitness = self.gather_scores(fitness)
-        grads, nonfinite = self.estimate(state, fitness)
+        grads, _ = self.estimate(state, fitness)
         params = state.params
         descent = jax.tree_util.tree_map(
             lambda g, p: (-g).astype(jnp.result_type(p)), grads, params
@@ -315,6 +307,22 @@ class Strategy(PopulationStrategy):
         ]
         updates = jax.tree_util.tree_unflatten(treedef, leaves_u)
         new_params = optax.apply_updates(params, updates)
+        # The guard: never write non-finite parameters (see the class docstring).
+        sigma = self.sigma_at(state.generation)
+        trained = [s.kind != "frozen" for s in specs]
+        new_leaves = jax.tree_util.tree_leaves(new_params)
+        ok = (
+            jnp.isfinite(sigma)
+            & (sigma > 0)
+            & _all_finite([u for u, t in zip(leaves_u, trained, strict=True) if t])
+            & _all_finite([p for p, t in zip(new_leaves, trained, strict=True) if t])
+        )
+
+        def keep(new: Any, old: Any) -> Any:
+            return jnp.where(ok, new, old) if isinstance(new, jax.Array) else new
+
+        new_params = jax.tree_util.tree_map(keep, new_params, params)
+        opt_state = jax.tree_util.tree_map(keep, opt_state, state.opt_state)
         norms = {}
         for kind in ("lowrank", "full"):
             sq = [
@@ -322,42 +330,18 @@ class Strategy(PopulationStrategy):
                 for u, s in zip(leaves_u, specs, strict=True)
                 if s.kind == kind
             ]
-            norms[f"update_norm_{kind}"] = jnp.sqrt(sum(sq)) if sq else jnp.zeros((), jnp.float32)
+            norm = jnp.sqrt(sum(sq)) if sq else jnp.zeros((), jnp.float32)
+            norms[f"update_norm_{kind}"] = jnp.where(ok, norm, 0.0)
         info = {
-            **_fitness_stats(fitness),
-            "nonfinite_fraction": nonfinite,
-            "sigma": self.sigma_at(state.generation),
+            **fitness_stats(fitness),
+            "sigma": sigma,
+            "step_skipped": jnp.where(ok, 0.0, 1.0).astype(jnp.float32),
             **norms,
         }
         new_state = ESState(
             new_params, opt_state, state.key, state.generation + 1, state.noise_table
         )
         return new_state, info
-
-
-@dataclasses.dataclass(frozen=True)
-class _EpochKey:
-    seed: Array
-    epoch: Array
-
-
-def key_for(epoch_key: _EpochKey, spec: LeafSpec, index: Array) -> Array:
-    return noise.draw_key(epoch_key.seed, spec.id, epoch_key.epoch, index)
-
-
-def _fitness_stats(fitness: Array) -> dict[str, Array]:
-    f = jnp.asarray(fitness, jnp.float32)
-    finite = jnp.isfinite(f)
-    count = jnp.maximum(jnp.sum(finite), 1).astype(jnp.float32)
-    mean = jnp.sum(jnp.where(finite, f, 0.0)) / count
-    var = jnp.sum(jnp.where(finite, (f - mean) ** 2, 0.0)) / count
-    any_finite = jnp.any(finite)
-    return {
-        "fitness_mean": jnp.where(any_finite, mean, jnp.nan),
-        "fitness_std": jnp.where(any_finite, jnp.sqrt(var), jnp.nan),
-        "fitness_min": jnp.where(any_finite, jnp.min(jnp.where(finite, f, jnp.inf)), jnp.nan),
-        "fitness_max": jnp.where(any_finite, jnp.max(jnp.where(finite, f, -jnp.inf)), jnp.nan),
-    }
 
 
 class OpenES(Strategy):
@@ -390,8 +374,7 @@ class EGGROLL(Strategy):
         rank: int = 1,
         **kwargs: Any,
     ):
-        check_positive_int("rank", rank)
-        self.rank = rank
+        self.rank = check_positive_int("rank", rank)
         super().__init__(population_size, sigma, optimizer, **kwargs)
 
     def config(self) -> dict[str, Any]:
@@ -429,12 +412,11 @@ class EGGROLL(Strategy):
         return 1.0 / math.sqrt(self.rank) if spec.kind == "lowrank" else 1.0
 
     def _accumulate(
-        self, spec: LeafSpec, key: _EpochKey, indices: Array, weights: Array, table: Array | None
+        self, spec: LeafSpec, keys: Array, weights: Array, table: Array | None
     ) -> Array:
         if spec.kind != "lowrank":
-            return super()._accumulate(spec, key, indices, weights, table)
+            return super()._accumulate(spec, keys, weights, table)
         # One contraction over (draw, rank): Σ_p w_p A_p B_pᵀ, never an (chunk, n_in, n_out) tensor.
-        keys = jax.vmap(lambda i: key_for(key, spec, i))(indices)
         a, b = jax.vmap(
             lambda k: noise.lowrank_factors(k, spec.lead, spec.n_in, spec.n_out, self.rank, table)
         )(keys)

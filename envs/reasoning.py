@@ -6,11 +6,11 @@ Three tasks share one interface (:class:`Task`):
   number of digits); the completion is the bare number, then the stop token.
 * :class:`Countdown`: ``"Use 3 7 25 50 to make 84: "`` → ``"<answer>50+25+7+3-1</answer>"``
   style; reach the target with ``+ - * /`` using each given number at most once. Checked by
-  :func:`parse_expression`, a small recursive-descent parser with exact rational arithmetic
-  (:class:`fractions.Fraction`): never ``eval``, never Python's ``ast``.
+  :func:`parse_expression`, a small precedence parser with exact rational arithmetic
+  (:class:`fractions.Fraction`): never ``eval``, never Python's ``ast``, no recursion.
 * :class:`GSM8K`: grade-school word problems from a JSON-lines file the user supplies
   (``question`` and ``answer`` fields; the reference number follows ``#### `` in the answer,
-  commas allowed). :func:`load_gsm8k` reads it with clear errors for bad files.
+  thousands separators allowed). :func:`load_gsm8k` reads it with clear errors for bad files.
 
 Every task draws problems deterministically from a seed and splits them into disjoint train and
 test sets by a hash of the problem (:func:`split_of`), so a model never trains on a held-out
@@ -136,23 +136,49 @@ def _reject_sample(make, split: str, count: int, rng: np.random.Generator, test_
 
 
 # ------------------------------------------------------------------------------ numbers
-_INT_RE = re.compile(r"\s*(-?[0-9]{1,40})(?![0-9])", re.ASCII)
+# The number rule (shared by parse_number, Arithmetic and GSM8K). Text is read in numerals:
+# an optional sign, a digit, and everything that continues it into one token: more digits, or
+# ".", ",", "/" followed by a digit ("85.5", "85,5", "85/2"), or "e"/"E" with an optional sign
+# and a digit ("85e3"). A numeral is a number only if it is well formed: ASCII digits with
+# optional thousands separators (1-3 digits, then groups of exactly 3 after each comma:
+# "1,234,567"; "7,2" and "1,23" are not numbers) and an optional decimal part. So "85.5" is
+# 85.5 and "85,5", "85e3", "85/2" are no number, never 85. A period, comma or slash not
+# followed by a digit is punctuation ("72." is 72).
+_NUMERAL = r"[+-]?[0-9](?:[0-9]|[.,/][0-9]|[eE][+-]?[0-9])*"
+_NUMBER = r"[+-]?(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.[0-9]+)?"
+_NUMBER_FULL_RE = re.compile(_NUMBER, re.ASCII)
+_LEADING_NUMERAL_RE = re.compile(r"\s*(" + _NUMERAL + ")", re.ASCII)
+_NUMERAL_RE = re.compile(r"(?<![0-9.])" + _NUMERAL, re.ASCII)  # not inside another numeral
 _WHOLE_INT_RE = re.compile(r"\s*-?[0-9]{1,40}\s*", re.ASCII)
-_NUMBER_RE = re.compile(r"-?[0-9][0-9,]{0,40}(?:\.[0-9]{1,20})?", re.ASCII)
+_MAX_NUMBER_CHARS = 60
+
+
+def _well_formed(numeral: str | None) -> bool:
+    """Whether a numeral is a number by the rule above."""
+    return numeral is not None and _NUMBER_FULL_RE.fullmatch(numeral) is not None
+
+
+def _value(numeral: str | None) -> Fraction | None:
+    """The exact value of a numeral, ``None`` if it is not well formed or over 60 characters."""
+    if not _well_formed(numeral) or len(numeral) > _MAX_NUMBER_CHARS:
+        return None
+    return Fraction(numeral.replace(",", ""))
 
 
 def parse_number(text: str) -> Fraction | None:
-    """An exact number from ASCII text like ``"1,234"``, ``"-7"``, ``"3.50"``; else ``None``.
+    """An exact number from ASCII text like ``"1,234"``, ``"-7"``, ``"+3.50"``; else ``None``.
 
-    Commas are thousands separators and are dropped; a trailing ``"."`` is ignored. Unicode
-    digits, exponents, ``inf``/``nan`` and anything over 60 characters are rejected.
+    The whole text (surrounding spaces and one trailing ``"."`` aside) must be one number:
+    optional sign, digits with well-formed thousands separators (groups of exactly three
+    digits after each comma: ``"1,234"`` but not ``"7,2"`` or ``"1,23"``), an optional
+    decimal part. Unicode digits, exponents, fractions, ``inf``/``nan`` and anything over 60
+    characters are rejected. Graders read completions by the same rule (see the comment
+    above: a number is read as a whole numeral, never as a prefix of one).
     """
-    if not isinstance(text, str) or len(text) > 60:
+    if not isinstance(text, str) or len(text) > _MAX_NUMBER_CHARS:
         return None
-    text = text.strip().replace(",", "").rstrip(".")
-    if not re.fullmatch(r"-?[0-9]+(?:\.[0-9]+)?", text, re.ASCII):
-        return None
-    return Fraction(text)
+    text = text.strip()
+    return _value(text[:-1] if text.endswith(".") else text)
 
 
 # ------------------------------------------------------------------------------ arithmetic
@@ -167,9 +193,11 @@ class Arithmetic(Task):
       ops: operators to draw from, any of ``"+"``, ``"-"``, ``"*"`` (e.g. ``"+-"``).
       test_percent: share of the problem space held out for testing.
 
-    Reward: ``correct`` if the completion starts (after whitespace) with the right integer and
-    no further digit follows it; ``format`` if the completion is exactly one integer
-    (surrounding whitespace allowed): the ``= <number>`` form.
+    Reward: ``correct`` if the completion starts (after whitespace) with a numeral that is a
+    number equal to the result, by the rule of :func:`parse_number` (``"85"``, ``"085"``, ``"+85"``,
+    ``"85.0"``, ``"85."``, ``"85 apples"`` are 85; ``"85.5"``, ``"85,5"``, ``"85e3"``,
+    ``"85/2"``, ``"851"`` are not; ``"1,234"`` is 1234); ``format`` if the completion is exactly
+    one plain integer (optional ``-``, surrounding whitespace allowed): the ``= <number>`` form.
     """
 
     name = "arithmetic"
@@ -201,8 +229,9 @@ class Arithmetic(Task):
     def reward(self, problem: Problem, completion: str) -> Reward:
         if not isinstance(completion, str) or len(completion) > MAX_COMPLETION_CHARS:
             return Reward(0.0, 0.0)
-        match = _INT_RE.match(completion)
-        correct = match is not None and Fraction(int(match.group(1))) == problem.target
+        match = _LEADING_NUMERAL_RE.match(completion)
+        answer = _value(match.group(1)) if match else None
+        correct = answer is not None and answer == problem.target
         fmt = _WHOLE_INT_RE.fullmatch(completion) is not None
         return Reward(float(correct), float(fmt))
 
@@ -244,64 +273,107 @@ def _tokenize(text: str, max_tokens: int, max_digits: int) -> list[str]:
     return tokens
 
 
-class _Parser:
-    """expr := term (('+' | '-') term)* ; term := factor (('*' | '/') factor)* ;
-    factor := NUMBER | '(' expr ')' | '-' factor (only when unary minus is allowed)."""
+@dataclasses.dataclass
+class _Level:
+    """One parenthesis level of :func:`_evaluate` (the whole expression is level 0): the sum
+    so far, the pending ``+``/``-``, the product so far, the pending ``*``/``/``, and how many
+    unary minus signs stood before the ``(`` that opened it."""
 
-    def __init__(self, tokens: list[str], max_depth: int, allow_unary_minus: bool):
-        self.tokens, self.pos = tokens, 0
-        self.max_depth, self.allow_unary_minus = max_depth, allow_unary_minus
-        self.numbers: list[int] = []
+    total: Fraction | None = None
+    add_op: str = "+"
+    product: Fraction | None = None
+    mul_op: str | None = None
+    negations: int = 0
 
-    def peek(self) -> str | None:
-        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+    def push_factor(self, value: Fraction) -> None:
+        if self.mul_op is None:
+            self.product = value
+        elif self.mul_op == "*":
+            self.product = self.product * value
+        elif value == 0:
+            raise ExpressionError("division by zero")
+        else:
+            self.product = self.product / value
+        self.mul_op = None
 
-    def take(self) -> str:
-        token = self.peek()
-        if token is None:
+    def close_term(self) -> None:
+        if self.total is None:
+            self.total = self.product
+        else:
+            self.total = (
+                self.total + self.product if self.add_op == "+" else self.total - self.product
+            )
+        self.product = None
+
+
+def _evaluate(
+    tokens: list[str], max_depth: int, allow_unary_minus: bool
+) -> tuple[Fraction, list[int]]:
+    """Evaluate the grammar
+
+        expr := term (('+' | '-') term)* ; term := factor (('*' | '/') factor)* ;
+        factor := NUMBER | '(' expr ')' | '-' factor (only when unary minus is allowed)
+
+    without recursion: an explicit stack of :class:`_Level` for open parentheses, so the
+    depth limit is ours alone and Python's recursion limit never matters. Operations are
+    applied in the order a recursive-descent parser would apply them (left to right within a
+    level), and errors are the ones it would raise first. The nesting depth of a factor counts
+    the open parentheses and unary minus signs around it, as the recursive grammar nests.
+    """
+    numbers: list[int] = []
+    levels = [_Level()]
+    depth = 0  # nesting depth of the next factor
+    unary = 0  # unary minus signs directly before the next factor
+    pos = 0
+    while True:
+        # A factor is expected.
+        if depth > max_depth:
+            raise ExpressionError(f"nested deeper than {max_depth} levels")
+        if pos == len(tokens):
             raise ExpressionError("expression ends too early")
-        self.pos += 1
-        return token
-
-    def expr(self, depth: int) -> Fraction:
-        value = self.term(depth)
-        while self.peek() in ("+", "-"):
-            op = self.take()
-            right = self.term(depth)
-            value = value + right if op == "+" else value - right
-        return value
-
-    def term(self, depth: int) -> Fraction:
-        value = self.factor(depth)
-        while self.peek() in ("*", "/"):
-            op = self.take()
-            right = self.factor(depth)
-            if op == "*":
-                value = value * right
-            elif right == 0:
-                raise ExpressionError("division by zero")
-            else:
-                value = value / right
-        return value
-
-    def factor(self, depth: int) -> Fraction:
-        if depth > self.max_depth:
-            raise ExpressionError(f"nested deeper than {self.max_depth} levels")
-        token = self.take()
-        if token.isdigit():
-            self.numbers.append(int(token))
-            return Fraction(int(token))
+        token = tokens[pos]
+        pos += 1
         if token == "(":
-            value = self.expr(depth + 1)
-            if self.peek() != ")":
-                raise ExpressionError("missing ')'")
-            self.take()
-            return value
+            levels.append(_Level(negations=unary))
+            unary = 0
+            depth += 1
+            continue
         if token == "-":
-            if not self.allow_unary_minus:
+            if not allow_unary_minus:
                 raise ExpressionError("unary minus is not allowed")
-            return -self.factor(depth + 1)
-        raise ExpressionError(f"unexpected {token!r}")
+            unary += 1
+            depth += 1
+            continue
+        if not token.isdigit():
+            raise ExpressionError(f"unexpected {token!r}")
+        numbers.append(int(token))
+        value = -Fraction(int(token)) if unary % 2 else Fraction(int(token))
+        depth -= unary
+        unary = 0
+        # A complete factor: fold it in, then close levels while the next token is ')'.
+        while True:
+            level = levels[-1]
+            level.push_factor(value)
+            following = tokens[pos] if pos < len(tokens) else None
+            if following in ("*", "/"):
+                level.mul_op = following
+                pos += 1
+                break
+            level.close_term()
+            if following in ("+", "-"):
+                level.add_op = following
+                pos += 1
+                break
+            if len(levels) == 1:
+                if following is None:
+                    return level.total, numbers
+                raise ExpressionError(f"unexpected {following!r} after a complete expression")
+            if following != ")":
+                raise ExpressionError("missing ')'")
+            pos += 1
+            levels.pop()
+            value = -level.total if level.negations % 2 else level.total
+            depth -= 1 + level.negations
 
 
 def parse_expression(
@@ -323,8 +395,9 @@ def parse_expression(
     Raises :class:`ExpressionError` (a ``ValueError``) for anything else: syntax errors,
     division by zero, text longer than ``max_length`` characters, more than ``max_tokens``
     tokens, numbers longer than ``max_digits`` digits, parentheses (or unary minus signs)
-    nested deeper than ``max_depth``. The limits bound time, memory and recursion for any
-    input.
+    nested deeper than ``max_depth``. The limits bound time and memory for any input. The
+    parser is iterative (an explicit stack), so any ``max_depth`` is safe: deep nesting fails
+    with ``ExpressionError`` or parses, never with ``RecursionError``.
     """
     if not isinstance(text, str):
         raise ExpressionError(f"expected a string, got {type(text).__name__}")
@@ -333,11 +406,8 @@ def parse_expression(
     tokens = _tokenize(text, max_tokens, max_digits)
     if not tokens:
         raise ExpressionError("empty expression")
-    parser = _Parser(tokens, max_depth, allow_unary_minus)
-    value = parser.expr(0)
-    if parser.pos != len(tokens):
-        raise ExpressionError(f"unexpected {tokens[parser.pos]!r} after a complete expression")
-    return Expression(value, tuple(parser.numbers))
+    value, used = _evaluate(tokens, max_depth, allow_unary_minus)
+    return Expression(value, tuple(used))
 
 
 def uses_available_numbers(used: Sequence[int], available: Sequence[int]) -> bool:
@@ -454,7 +524,7 @@ class Countdown(Task):
 
 
 # ------------------------------------------------------------------------------ GSM8K
-_FINAL_RE = re.compile(r"####\s*(-?[0-9][0-9,]{0,40}(?:\.[0-9]{1,20})?)", re.ASCII)
+_MARK = "####"
 
 
 def gsm8k_reference(answer: str) -> Fraction:
@@ -525,9 +595,14 @@ class GSM8K(Task):
       test_path: a separate held-out file; without it, about ``test_percent`` % of ``path``'s
         problems (by a hash of the question) are held out.
 
-    Reward: the answer is the number after the completion's last ``####`` or, without one,
-    its last number; ``correct`` if it equals the reference exactly (``"1,000"`` = ``1000``
-    = ``1000.0``); ``format`` if the completion has a ``#### <number>`` line.
+    Reward: the answer is the numeral right after the completion's last ``####`` or, without a
+    ``####``, its last numeral, read by the rule of :func:`parse_number` (a numeral that is
+    not a well-formed number, such as ``"5/2"`` or ``"7,2"``, is a wrong answer, not skipped).
+    ``correct`` if the answer equals the reference exactly (``"1,000"`` = ``1000`` =
+    ``1000.0`` = ``"1000."``; but ``"#### 7,2"``, ``"#### 72e9"``, ``"#### 72/5"`` and
+    ``"#### 72.000000000000000000001"`` are not 72); ``format`` if the last ``####`` is
+    followed by a well-formed number. A last ``####`` with no well-formed number after it
+    scores 0/0 (the earlier ones do not count).
     """
 
     name = "gsm8k"
@@ -572,14 +647,16 @@ class GSM8K(Task):
     def reward(self, problem: Problem, completion: str) -> Reward:
         if not isinstance(completion, str) or len(completion) > MAX_COMPLETION_CHARS:
             return Reward(0.0, 0.0)
-        finals = _FINAL_RE.findall(completion)
-        if finals:
-            answer = parse_number(finals[-1])
-        else:
-            numbers = _NUMBER_RE.findall(completion)
-            answer = parse_number(numbers[-1]) if numbers else None
+        marked = _MARK in completion
+        if marked:  # the numeral right after the last '####'
+            match = _LEADING_NUMERAL_RE.match(completion, completion.rindex(_MARK) + len(_MARK))
+            numeral = match.group(1) if match else None
+        else:  # the last numeral of the text
+            numerals = _NUMERAL_RE.findall(completion)
+            numeral = numerals[-1] if numerals else None
+        answer = _value(numeral)
         correct = answer is not None and answer == problem.target
-        return Reward(float(correct), float(bool(finals)))
+        return Reward(float(correct), float(marked and _well_formed(numeral)))
 
 
 TASKS = ("arithmetic", "countdown", "gsm8k")

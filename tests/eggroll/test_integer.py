@@ -212,7 +212,10 @@ def test_table_noise_is_deterministic_from_the_seed():
         ({"population_size": 8, "alpha_decay": -1.0}, "alpha_decay"),
         ({"population_size": 8, "sigma_shift": 20}, "sigma_shift"),
         ({"population_size": 8, "noise": "magic"}, "noise must be"),
-        ({"population_size": 8, "chunk_size": 3}, "does not divide the 4 antithetic pairs"),
+        (
+            {"population_size": 8, "chunk_size": 3},
+            r"does not divide the 4 noise draws per generation \(antithetic pairs",
+        ),
         ({"population_size": 8, "rank": 0}, "rank must be"),
     ],
 )

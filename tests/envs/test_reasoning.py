@@ -3,6 +3,7 @@ deterministic disjoint splits, GSM8K files."""
 
 import json
 import re
+import sys
 from fractions import Fraction
 
 import pytest
@@ -73,6 +74,36 @@ def test_parser_limits_are_settings_and_unary_minus_is_a_policy():
         rs.parse_expression("(" * 100_000 + "1" + ")" * 100_000, max_depth=10**6)
     with pytest.raises(rs.ExpressionError, match="expected a string"):
         rs.parse_expression(None)
+
+
+def test_deep_nesting_never_raises_recursion_error_whatever_the_depth_limit():
+    """The parser keeps its own stack: a caller raising every limit gets a value or an
+    ExpressionError, even with nesting far beyond Python's recursion limit."""
+    depth = sys.getrecursionlimit() + 500
+    limits = {"max_length": 10**6, "max_tokens": 10**6, "max_depth": 10**6}
+    deep = "(" * depth + "1" + ")" * depth
+    assert rs.parse_expression(deep, **limits).value == 1
+    unary = "-" * depth + "1"
+    assert rs.parse_expression(unary, allow_unary_minus=True, **limits).value == (-1) ** depth
+    mixed = "(-" * depth + "2" + ")" * depth
+    assert rs.parse_expression(mixed, allow_unary_minus=True, **limits).value == 2 * (-1) ** depth
+    with pytest.raises(rs.ExpressionError, match="missing"):
+        rs.parse_expression("(" * depth + "1", **limits)
+    with pytest.raises(rs.ExpressionError, match=f"nested deeper than {depth - 1} levels"):
+        rs.parse_expression(deep, **{**limits, "max_depth": depth - 1})
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("2*(3+4)*5-6/(1+2)", 68),
+        ("((2))*((3)+(4))", 14),
+        ("100/(2*(3+2))/2", 5),
+        ("1-(2-(3-(4-5)))", 3),
+    ],
+)
+def test_iterative_parser_keeps_precedence_across_levels(text, value):
+    assert rs.parse_expression(text).value == value
 
 
 def test_number_reuse_counts_multiplicity():
@@ -148,6 +179,18 @@ SUM = rs.Problem("47+38=", "85", Fraction(85))
         ("085", 1, 1),
         ("85abc", 1, 0),  # right number, wrong form: the two rewards stay separate
         ("85.0", 1, 0),
+        ("85.", 1, 0),  # a period that ends a sentence
+        ("85. Done", 1, 0),
+        ("+85", 1, 0),  # the same number, not the bare form
+        ("85, I think", 1, 0),  # a comma before a space is punctuation
+        ("85.5", 0, 0),  # a prefix of another number is not that number
+        ("85,5", 0, 0),  # not 85; and not a number: groups after a comma have 3 digits
+        ("85e3", 0, 0),
+        ("85E-3", 0, 0),
+        ("85/2", 0, 0),
+        ("85.000000000000000000001", 0, 0),
+        ("85.0.1", 0, 0),
+        ("85,000", 0, 0),  # 85000
         ("851", 0, 1),
         ("8 5", 0, 0),
         ("-85", 0, 1),
@@ -162,6 +205,14 @@ SUM = rs.Problem("47+38=", "85", Fraction(85))
 )
 def test_arithmetic_reward_survives_adversarial_completions(completion, correct, fmt):
     assert ADD.reward(SUM, completion) == rs.Reward(correct, fmt)
+
+
+def test_arithmetic_thousands_separators_must_be_well_formed():
+    big = rs.Problem("617*2=", "1234", Fraction(1234))
+    assert ADD.reward(big, "1,234") == rs.Reward(1.0, 0.0)
+    assert ADD.reward(big, "1234") == rs.Reward(1.0, 1.0)
+    for wrong in ("1,23,4", "12,34", "1,2345", "1234,5", "1,234.5", "1,234,0"):
+        assert ADD.reward(big, wrong).correct == 0.0, wrong
 
 
 def test_arithmetic_reward_rejects_non_strings_and_batches_rewards():
@@ -283,16 +334,39 @@ def test_gsm8k_task_splits_and_rewards(tmp_path):
         "#### ١٢٣٤": (0, 0),
         HUGE: (0, 0),
         "#### " + "1" * 60: (0, 1),
+        "#### 1234.": (1, 1),  # a period that ends the sentence
+        "#### +1234": (1, 1),
+        "#### 1234, done": (1, 1),
+        "#### 12,34": (0, 0),  # malformed grouping: not a number
+        "#### 1,2345": (0, 0),
+        "#### 1234e0": (0, 0),
+        "#### 1234/1": (0, 0),
+        "#### 1234.5": (0, 1),
+        "#### 1234 then #### 7,2": (0, 0),  # the last #### counts, and it has no number
+        "It is 1234e9": (0, 0),  # no '####': no whole number at all
+        "It is 12,34": (0, 0),
+        "1234 apples, 5/2 pies": (0, 0),  # no "####": the last numeral is 5/2, not a number
+        "1234 apples and 2.5 pies, so 1234": (1, 0),
     }
     for completion, expected in cases.items():
         assert task.reward(p, completion) == rs.Reward(*map(float, expected)), completion
     with pytest.raises(ValueError, match="both splits need"):
         rs.GSM8K(_write(tmp_path / "one.jsonl", lines[:1]))
 
+    seventy_two = rs.Problem("Question: ...\nAnswer:", "", Fraction(72))
+    for wrong in ("#### 7,2", "#### 72e9", "#### 72/5", "#### 72.000000000000000000001"):
+        assert task.reward(seventy_two, wrong) == rs.Reward(0.0, float(wrong[-2:] == "01")), wrong
+    for right in ("#### 72", "#### 72.", "#### 72.0", "#### +72", "#### 072"):
+        assert task.reward(seventy_two, right) == rs.Reward(1.0, 1.0), right
+
 
 def test_parse_number():
     assert rs.parse_number("1,234") == 1234
     assert rs.parse_number(" -3.25 ") == Fraction(-13, 4)
     assert rs.parse_number("7.") == 7
+    assert rs.parse_number("+5") == 5
+    assert rs.parse_number("12,345,678.5") == Fraction(24691357, 2)
     for bad in ("", "1e5", "inf", "nan", "٣", "1.2.3", "--1", "9" * 80, None):
         assert rs.parse_number(bad) is None
+    for bad in ("7,2", "1,23", "1,2345", "12,34", ",123", "1,", "1/2", "72e9", "7..", "."):
+        assert rs.parse_number(bad) is None, bad
