@@ -53,7 +53,6 @@ from eggroll.leaves import LeafSpec
 from eggroll.nn import MemberView
 from eggroll.nn import materialize as _materialize
 from eggroll.population import PopulationStrategy, check_positive_int, check_real, fitness_stats
-from eggroll.shaping import antithetic_sign
 
 Array = jax.Array
 
@@ -321,12 +320,15 @@ class IntEGGROLL(PopulationStrategy):
         return super().tell(state, fitness)
 
     def _tell(self, state: IntState, fitness: Array) -> tuple[IntState, dict[str, Array]]:
-        f = self.gather_scores(fitness).astype(jnp.float32)
+        raw = self.gather_scores(fitness)
+        f = raw.astype(jnp.float32)
         finite = jnp.isfinite(f)
-        # A pair with a non-finite member carries no signal.
+        # A pair with a non-finite member carries no signal. The pair is compared in the
+        # scores' own dtype: int32 scores above 2^24 would round together in float32.
         pair_ok = finite[0::2] & finite[1::2]
-        signs = antithetic_sign(jnp.where(finite, f, 0.0))[0::2]
-        pair_sign = jnp.where(pair_ok, signs, 0.0).astype(jnp.int8)  # F_p ∈ {-1, 0, 1}
+        first, second = raw[0::2], raw[1::2]
+        signs = (first > second).astype(jnp.int8) - (first < second).astype(jnp.int8)
+        pair_sign = jnp.where(pair_ok, signs, 0).astype(jnp.int8)  # F_p ∈ {-1, 0, 1}
         active = jnp.sum(pair_sign != 0)
         alpha = self.alpha_at(state.generation)
         null_std = jnp.sqrt(active.astype(jnp.float32) * self.rank) * FACTOR_SECOND_MOMENT

@@ -145,3 +145,18 @@ def test_has_aux_mismatches_give_clear_errors():
         es.step(state, lambda v: (jnp.sum(v["b"]), 1.0, 2.0), has_aux=True)
     with pytest.raises(ValueError, match="pass has_aux=True"):
         es.evaluate(state, lambda v: (jnp.sum(v["b"]), v["b"]))
+
+
+def test_integer_pairs_compare_large_int_scores_exactly():
+    """int32 scores that float32 rounds together (above 2^24) still give the right sign."""
+    import jax
+    import jax.numpy as jnp
+
+    from eggroll import integer
+
+    es = integer.IntEGGROLL(4, rank=1, noise="table")
+    state = es.init(jax.random.key(0), {"w": jnp.zeros((4, 4), jnp.int8)})
+    big = 1 << 25  # float32 cannot tell big from big + 1
+    scores = jnp.asarray([big + 1, big, big, big + 1], jnp.int32)
+    _, info = es.tell(state, scores)
+    assert int(info["active_pairs"]) == 2
