@@ -28,13 +28,14 @@ import lzma
 import os
 import sys
 import sysconfig
-import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from eggroll.checkpoint import write_atomic_with
 
 FORMAT_VERSION = 1
 """Bumped whenever the cache layout or the split rule changes; it is part of every cache key."""
@@ -305,15 +306,10 @@ def _cache_key(source: _Source, valid_fraction: float) -> str:
 
 
 def _atomic_write(path: Path, write: Callable[[object], None]) -> None:
-    """Call ``write(file)`` on a temp file next to ``path``, then move it onto ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Call ``write(file)`` on a temp file next to ``path``, then move it onto ``path``
+    (:func:`eggroll.checkpoint.write_atomic_with`: fsync, the permissions of a plain
+    ``open(path, "w")``, stale temp files of killed writes removed)."""
+    write_atomic_with(path, write)
 
 
 def _write_docs(path: Path, docs: Iterable[bytes]) -> list[int]:

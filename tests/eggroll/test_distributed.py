@@ -9,6 +9,8 @@ import os
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -114,3 +116,145 @@ def test_only_population_sized_data_crosses_devices():
     collectives = json.loads(out.strip().splitlines()[-1])
     assert collectives, "expected at least the gather of the scores"
     assert all(elements <= 16 for _, elements in collectives), collectives
+
+
+# The peer watchdog of eggroll.distributed.initialize, with an in-memory key-value store in
+# place of the coordinator's (the two-process runs are in test_multiprocess_faults.py).
+
+
+class _FakeStore:
+    """The two calls the watchdog makes on JAX's distributed client."""
+
+    def __init__(self):
+        self.values: dict[str, str] = {}
+        self.hang = threading.Event()
+        self.fail: Exception | None = None
+
+    def key_value_set(self, key, value, allow_overwrite=False):
+        if self.fail is not None:
+            raise self.fail
+        while self.hang.is_set():
+            time.sleep(0.01)
+        self.values[key] = value
+
+    def key_value_dir_get(self, prefix):
+        return [(k, v) for k, v in self.values.items() if k.startswith(prefix)]
+
+
+# The stand-in for os._exit raises SystemExit in the watchdog's thread; pytest reports that.
+_thread_exits = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+
+
+def _watch(monkeypatch, store, peers=3, timeout=0.4):
+    from eggroll import distributed
+
+    reasons: list[str] = []
+
+    def record(reason):
+        reasons.append(reason)
+        raise SystemExit  # ends the watchdog's thread, as os._exit would end the process
+
+    monkeypatch.setattr(distributed, "exit_peer_lost", record)
+    watch = distributed._PeerWatch(store, 0, peers, timeout)
+    watch.start()
+    return watch, reasons
+
+
+def _beat(store, peer, seconds, period=0.02):
+    end = time.monotonic() + seconds
+    count = 0
+    while time.monotonic() < end:
+        count += 1
+        store.values[f"eggroll/heartbeat/{peer}"] = str(count)
+        time.sleep(period)
+
+
+def _wait_for(reasons, seconds):
+    end = time.monotonic() + seconds
+    while not reasons and time.monotonic() < end:
+        time.sleep(0.01)
+
+
+@_thread_exits
+def test_watchdog_names_the_silent_peer_and_spares_the_others(monkeypatch):
+    store = _FakeStore()
+    watch, reasons = _watch(monkeypatch, store)
+    store.values["eggroll/heartbeat/2"] = "1"
+    started = time.monotonic()
+    _beat(store, 1, 0.3)  # peer 1 beats, peer 2 has been silent from the start
+    assert not reasons  # within the timeout: nobody is lost yet
+    threading.Thread(target=_beat, args=(store, 1, 2.0), daemon=True).start()
+    _wait_for(reasons, 2.0)
+    elapsed = time.monotonic() - started
+    watch.stop()
+    assert reasons and reasons[0].startswith(
+        "process 2 (JAX task 2) sent no heartbeat for 0.4 s"
+    ), reasons
+    assert 0.35 <= elapsed < 0.4 + 2 * watch.interval + 1.0, elapsed
+
+
+@_thread_exits
+def test_watchdog_lets_a_peer_end_normally_and_acts_on_a_failed_one(monkeypatch):
+    store = _FakeStore()
+    watch, reasons = _watch(monkeypatch, store, peers=2)
+    store.values["eggroll/heartbeat/1"] = "exited"
+    time.sleep(1.0)  # far past the timeout
+    assert not reasons and not watch.stopped.is_set()
+    store.values["eggroll/heartbeat/1"] = "failed"
+    _wait_for(reasons, 1.0)
+    watch.stop()
+    assert reasons == ["process 1 stopped with an error (see its log)"]
+
+
+@_thread_exits
+def test_watchdog_acts_when_the_coordinator_stops_answering(monkeypatch):
+    store = _FakeStore()
+    watch, reasons = _watch(monkeypatch, store, peers=2)
+    _beat(store, 1, 0.2)
+    store.hang.set()  # calls to the coordinator block, as with a frozen process 0
+    _wait_for(reasons, 2.0)
+    assert reasons and reasons[0].startswith("the coordinator (process 0) did not answer for")
+    watch.stopped.set()
+    store.hang.clear()
+
+    store = _FakeStore()
+    store.fail = RuntimeError("UNAVAILABLE: Connection reset by peer\nmore")
+    watch, reasons = _watch(monkeypatch, store, peers=2)
+    _wait_for(reasons, 1.0)
+    watch.stopped.set()
+    assert reasons == [
+        "the coordinator (process 0) does not answer: UNAVAILABLE: Connection reset by peer"
+    ]
+
+
+@_thread_exits
+def test_leaving_posts_the_farewell_after_the_last_heartbeat(monkeypatch):
+    store = _FakeStore()
+    watch, reasons = _watch(monkeypatch, store, peers=2)
+    _beat(store, 1, 0.1)
+    watch.stop(failed=True)
+    assert store.values["eggroll/heartbeat/0"] == "failed"
+    time.sleep(0.2)
+    assert store.values["eggroll/heartbeat/0"] == "failed" and not reasons
+
+
+def test_peer_failures_are_told_from_other_errors():
+    import jax
+
+    from eggroll import distributed
+
+    gloo = ValueError(
+        "UNKNOWN: Gloo AllGather failed: [external/gloo/gloo/transport/tcp/pair.cc:538] Read "
+        "error [127.0.0.1]:17325: Connection reset by peer"
+    )
+    assert distributed.is_peer_failure(gloo)
+    assert distributed.is_peer_failure(jax.errors.JaxRuntimeError("INTERNAL: anything"))
+    assert not distributed.is_peer_failure(ValueError("population_size=6 does not divide"))
+    assert not distributed.is_peer_failure(OSError("Connection reset by peer"))  # not a collective
+
+
+def test_initialize_checks_the_heartbeat_timeout():
+    from eggroll import distributed
+
+    with pytest.raises(ValueError, match="heartbeat_timeout_seconds must be > 0"):
+        distributed.initialize("127.0.0.1:1", 2, 0, heartbeat_timeout_seconds=0)
