@@ -23,7 +23,7 @@ from typing import Any
 
 from eggroll import checkpoint, distributed
 from eggroll.train import cluster, loop
-from eggroll.train.config import add_fields, from_namespace
+from eggroll.train.config import ArgumentParser, add_fields, from_namespace
 
 APPLICATIONS = {
     "pretrain": "eggroll.train.pretrain",
@@ -43,7 +43,7 @@ USER_ERRORS = (ValueError, OSError, checkpoint.CheckpointError, loop.TrainingErr
 def parse(name: str, argv: list[str] | None, prog: str | None = None):
     """``(config, cluster_flags)`` of application ``name`` from command-line words."""
     module = importlib.import_module(APPLICATIONS[name])
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=prog or f"eggroll {name}",
         description=(module.__doc__ or "").strip().splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

@@ -61,6 +61,13 @@ def _cli_type(field: dataclasses.Field, hints: dict[str, Any]) -> type:
     return hint
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse`` whose errors are one line, ``PROG: error: MESSAGE`` (exit code 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the options)\n")
+
+
 def add_fields(parser: argparse.ArgumentParser, cls: type) -> None:
     """One option per field of the dataclass ``cls``; booleans get ``--flag/--no-flag``."""
     hints = typing.get_type_hints(cls)
@@ -105,12 +112,13 @@ class RunOptions:
     checkpoint_every: int = arg(500, "generations between checkpoints (and at the end)")
     progress: bool = arg(True, "show a progress bar")
 
-    def loop_options(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`eggroll.train.loop.run_loop` these settings give."""
+    def loop_options(self, **record: Any) -> dict[str, Any]:
+        """The keyword arguments of :func:`eggroll.train.loop.run_loop` these settings give;
+        ``record`` overrides entries of the config record (e.g. an environment's name)."""
         check_positive(self, ("checkpoint_every",))
         return {
             "resume": self.resume,
             "checkpoint_every": self.checkpoint_every,
             "progress": self.progress,
-            "config": config_record(self),
+            "config": config_record(self, **record),
         }

@@ -627,6 +627,11 @@ class Trainer:
             "start_accuracy": round(start["eval_accuracy"], 4),
             "final_accuracy": round(final["eval_accuracy"], 4),
             "best_accuracy": round(max(history or [final["eval_accuracy"]]), 4),
+            **(
+                {"start_reward": start["eval_reward"], "final_reward": final["eval_reward"]}
+                if cfg.reward is not None
+                else {}
+            ),
             "start_format": round(start["eval_format"], 4),
             "final_format": round(final["eval_format"], 4),
             "generations": result.step,

@@ -317,6 +317,7 @@ def run_loop(
         state = _Progress(**{k: meta[k] for k in dataclasses.asdict(state)})
         step = state.step
         log.keep(lambda r: r.get("step", 0) <= step and not r.get("final"))
+        _reopen(trainer, state, budget, eval_every, log)
         say(f"resumed {run_dir} at step {step}")
     else:
         log.clear()
@@ -342,6 +343,10 @@ def run_loop(
     segment_start: float | None = None  # training wall clock since the last sync
     segment_steps = 0
     stopped_by = budget.reached(state.step, state.train_seconds, state.totals)
+    final = state.evaluations.get("final")
+    if resume and final is not None and final["step"] == state.step:
+        goal = _option(trainer, "goal_reached", lambda _: False)(final)
+        stopped_by = stopped_by or ("goal" if goal else None)  # a reached goal stays reached
     last_eval: dict[str, Any] | None = None
 
     def sync() -> list[dict[str, Any]]:
@@ -452,6 +457,23 @@ def run_loop(
     if main:
         write_summary(run_dir, summary)
     return summary
+
+
+def _reopen(trainer: Trainer, state: _Progress, budget: Budget, eval_every: int, log) -> None:
+    """Continue a finished run as if it had never stopped: its final row was dropped from the
+    log, so write the periodic evaluation an uninterrupted run has at this step."""
+    final = state.evaluations.get("final")
+    step = state.step
+    finished = final is not None and final["step"] == step
+    due = bool(eval_every) and step % eval_every == 0
+    if not finished or not due or budget.reached(step, state.train_seconds, state.totals):
+        return
+    if _option(trainer, "final_differs", False):
+        metrics = trainer.evaluate(step, final=False)
+    else:
+        metrics = {k: v for k, v in final.items() if k != "step"}
+    row = {"step": step, **state.totals, "seconds": state.train_seconds, **metrics}
+    log.write(row)
 
 
 def _host_value(value: Any) -> Any:

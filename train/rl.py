@@ -235,12 +235,6 @@ class Trainer:
 
         self.evaluate_mean = evaluate_mean
 
-    def compile(self) -> float:
-        """Compile the generation ahead of time; returns the seconds it took."""
-        started = time.perf_counter()
-        self.generation = self.generation.lower(self.state, self.stats).compile()
-        return time.perf_counter() - started
-
     def arrays(self):
         return self.state, self.stats
 
@@ -302,7 +296,6 @@ def run(config: Config, callbacks: Iterable[Any] = ()) -> dict[str, Any]:
     run_dir = Path(config.run_dir or time.strftime(default_dir))
     loop.check_run_dir(run_dir, config.resume)
     trainer = Trainer(config)
-    compile_seconds = trainer.compile()
     from eggroll.train.plot import plot_rl
 
     summary = loop.run_loop(
@@ -316,8 +309,7 @@ def run(config: Config, callbacks: Iterable[Any] = ()) -> dict[str, Any]:
         log_every=1,
         eval_every=config.eval_every,
         callbacks=callbacks,
-        **config.loop_options(),
+        **config.loop_options(env=trainer.spec.name),
         plot=plot_rl,
     )
-    summary["compile_seconds"] = round(compile_seconds, 2)
     return summary
