@@ -1,5 +1,6 @@
-"""What the benchmarks share: the machine line, timing, the results files, the dense-layer
-generation that several of them time, XLA's memory figure and the EGG LM inputs.
+"""What the benchmarks share: the machine line, timing, the results files and the rows they
+hold, the dense-layer generation that several of them time, XLA's memory figure and the EGG
+LM inputs.
 
 Where results go: ``<root>/results/<name>.json``, where ``<root>`` is the source checkout that
 holds this package (``benchmarks/`` next to ``pyproject.toml`` and ``scripts/bench.py``: an
@@ -82,6 +83,18 @@ def time_call(fn: Callable[[], object], repeats: int) -> float:
         jax.block_until_ready(fn())
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def add_row(rows: list[dict], row: dict, line: str) -> None:
+    """Append ``row`` to ``rows`` and print its progress line: ``line`` formatted with the
+    row's entries (``str.format`` fields named by its keys)."""
+    rows.append(row)
+    print(line.format_map(row), flush=True)
+
+
+def make_result(name: str, rows: list[dict], **fields) -> dict:
+    """What a benchmark's results file holds: its name, the machine, ``fields``, the rows."""
+    return {"benchmark": name, "machine": machine_info(), **fields, "rows": rows}
 
 
 def markdown_table(rows: list[dict], columns: list[str]) -> str:

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 import eggroll as egg
-from eggroll.benchmarks.common import machine_info, markdown_table, time_call
+from eggroll.benchmarks.common import add_row, make_result, markdown_table, time_call
 
 NAME = "llm-decode"
 HELP = "LLM decoding: N members vs the unperturbed model"
@@ -26,6 +26,10 @@ COLUMNS = [
     "plain_ms",
     "eggroll_vs_plain",
 ]
+PROGRESS = (  # a row's line
+    "N={members:4d}  sequences {sequences:5d}  EGGROLL {eggroll_tok_s:10.1f} tok/s  "
+    "plain {plain_tok_s:10.1f} tok/s  ratio {eggroll_vs_plain:.2f}"
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -86,23 +90,17 @@ def run(args: argparse.Namespace) -> dict:
             "plain_ms": round(1e3 * t_plain, 1),
             "eggroll_vs_plain": round(t_plain / t_pop, 3),
         }
-        rows.append(row)
-        print(
-            f"N={n:4d}  sequences {row['sequences']:5d}  EGGROLL {row['eggroll_tok_s']:10.1f} "
-            f"tok/s  plain {row['plain_tok_s']:10.1f} tok/s  ratio {row['eggroll_vs_plain']:.2f}",
-            flush=True,
-        )
-    return {
-        "benchmark": NAME,
-        "machine": machine_info(),
-        "model": f"tiny byte LLM ({llm.count_params(params):,} params, {config.compute_dtype})",
-        "prompt_batch": args.batch,
-        "prompt_len": args.prompt_len,
-        "new_tokens": args.new_tokens,
-        "temperature": args.temperature,
-        "rank": args.rank,
-        "rows": rows,
-    }
+        add_row(rows, row, PROGRESS)
+    return make_result(
+        NAME,
+        rows,
+        model=f"tiny byte LLM ({llm.count_params(params):,} params, {config.compute_dtype})",
+        prompt_batch=args.batch,
+        prompt_len=args.prompt_len,
+        new_tokens=args.new_tokens,
+        temperature=args.temperature,
+        rank=args.rank,
+    )
 
 
 def render(result: dict) -> str:

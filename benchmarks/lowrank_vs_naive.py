@@ -10,13 +10,7 @@ import argparse
 import optax
 
 import eggroll as egg
-from eggroll.benchmarks.common import (
-    generation_step,
-    machine_info,
-    markdown_table,
-    time_call,
-    xla_peak_bytes,
-)
+from eggroll.benchmarks import common
 
 NAME = "lowrank-vs-naive"
 HELP = "EGGROLL vs OpenES time and memory per generation"
@@ -34,6 +28,12 @@ COLUMNS = [
     "openes_mib",
     "memory_ratio",
 ]
+PROGRESS = (  # a row's line
+    "{model:5s} width {width:5d} pop {population:5d} rank {rank}  "
+    "EGGROLL {eggroll_ms:9.2f} ms {eggroll_mib:8.1f} MiB  "
+    "OpenES {openes_ms:10.2f} ms {openes_mib:8.1f} MiB  "
+    "speedup {speedup:6.1f}x  memory {memory_ratio:5.1f}x"
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -68,9 +68,11 @@ def run(args: argparse.Namespace) -> dict:
                     noise=args.noise,
                     table_size=naive_table,
                 )
-                open_step, open_state = generation_step(openes, width, depth)
-                t_open = time_call(lambda s=open_step, st=open_state: s(st), args.naive_repeats)
-                open_bytes = xla_peak_bytes(open_step, open_state)
+                open_step, open_state = common.generation_step(openes, width, depth)
+                t_open = common.time_call(
+                    lambda s=open_step, st=open_state: s(st), args.naive_repeats
+                )
+                open_bytes = common.xla_peak_bytes(open_step, open_state)
                 for rank in args.ranks:
                     eggroll = egg.EGGROLL(
                         population,
@@ -79,9 +81,9 @@ def run(args: argparse.Namespace) -> dict:
                         optimizer=optax.sgd(0.0),
                         noise=args.noise,
                     )
-                    egg_step, egg_state = generation_step(eggroll, width, depth)
-                    t_egg = time_call(lambda s=egg_step, st=egg_state: s(st), args.repeats)
-                    egg_bytes = xla_peak_bytes(egg_step, egg_state)
+                    egg_step, egg_state = common.generation_step(eggroll, width, depth)
+                    t_egg = common.time_call(lambda s=egg_step, st=egg_state: s(st), args.repeats)
+                    egg_bytes = common.xla_peak_bytes(egg_step, egg_state)
                     row = {
                         "model": model,
                         "width": width,
@@ -94,18 +96,11 @@ def run(args: argparse.Namespace) -> dict:
                         "openes_mib": round(open_bytes / 2**20, 1),
                         "memory_ratio": round(open_bytes / egg_bytes, 1),
                     }
-                    rows.append(row)
-                    print(
-                        f"{model:5s} width {width:5d} pop {population:5d} rank {rank}  "
-                        f"EGGROLL {row['eggroll_ms']:9.2f} ms {row['eggroll_mib']:8.1f} MiB  "
-                        f"OpenES {row['openes_ms']:10.2f} ms {row['openes_mib']:8.1f} MiB  "
-                        f"speedup {row['speedup']:6.1f}x  memory {row['memory_ratio']:5.1f}x",
-                        flush=True,
-                    )
-    return {"benchmark": NAME, "machine": machine_info(), "noise": args.noise, "rows": rows}
+                    common.add_row(rows, row, PROGRESS)
+    return common.make_result(NAME, rows, noise=args.noise)
 
 
 def render(result: dict) -> str:
-    return f"Noise source for both: `{result.get('noise', 'keys')}`.\n\n" + markdown_table(
+    return f"Noise source for both: `{result.get('noise', 'keys')}`.\n\n" + common.markdown_table(
         result["rows"], COLUMNS
     )

@@ -10,11 +10,15 @@ import argparse
 import jax
 import jax.numpy as jnp
 
-from eggroll.benchmarks.common import machine_info, markdown_table, time_call
+from eggroll.benchmarks.common import add_row, make_result, markdown_table, time_call
 
 NAME = "member-project"
 HELP = "x @ A_i under vmap: batched dot vs block GEMM"
 NOISE_VARIANT = False
+PROGRESS = (  # a row's line
+    "{dtype:8s} n_in {n_in:5d}  plain {plain_ms:8.2f} ms  "
+    "blocked {blocked_ms:8.2f} ms  speedup {speedup:5.1f}x"
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -55,19 +59,8 @@ def run(args: argparse.Namespace) -> dict:
                 "blocked_ms": round(1e3 * t_rule, 2),
                 "speedup": round(t_plain / t_rule, 1),
             }
-            rows.append(row)
-            print(
-                f"{row['dtype']:8s} n_in {n_in:5d}  plain {row['plain_ms']:8.2f} ms  "
-                f"blocked {row['blocked_ms']:8.2f} ms  speedup {row['speedup']:5.1f}x",
-                flush=True,
-            )
-    return {
-        "benchmark": NAME,
-        "machine": machine_info(),
-        "population": args.population,
-        "rows_per_member": args.seq_len,
-        "rows": rows,
-    }
+            add_row(rows, row, PROGRESS)
+    return make_result(NAME, rows, population=args.population, rows_per_member=args.seq_len)
 
 
 def render(result: dict) -> str:

@@ -15,14 +15,7 @@ import jax
 import optax
 
 import eggroll as egg
-from eggroll.benchmarks.common import (
-    dense_layer_fitness,
-    generation_seconds,
-    layer_params,
-    machine_info,
-    markdown_table,
-    time_call,
-)
+from eggroll.benchmarks import common
 
 NAME = "scaling"
 HELP = "time per generation against population and width"
@@ -49,10 +42,10 @@ def _fit(xs, ts) -> float:
 
 def _inference_seconds(n: int, width: int, repeats: int) -> float:
     """The unperturbed layer on the same ``(n, width)`` rows: the reference curve."""
-    params = {"w": layer_params(width, 1)["w0"]}
+    params = {"w": common.layer_params(width, 1)["w0"]}
     x = jax.random.normal(jax.random.key(1), (n, width))
-    plain = jax.jit(lambda p: jax.vmap(lambda row: dense_layer_fitness(p, row))(x))
-    return time_call(lambda: plain(params), repeats)
+    plain = jax.jit(lambda p: jax.vmap(lambda row: common.dense_layer_fitness(p, row))(x))
+    return common.time_call(lambda: plain(params), repeats)
 
 
 def _eggroll(population: int, noise: str) -> egg.EGGROLL:
@@ -66,7 +59,7 @@ def run(args: argparse.Namespace) -> dict:
     for width in args.sweep_widths:
         by_pop, by_pop_inference = [], []
         for n in args.populations:
-            by_pop.append(generation_seconds(_eggroll(n, args.noise), width, args.repeats))
+            by_pop.append(common.generation_seconds(_eggroll(n, args.noise), width, args.repeats))
             by_pop_inference.append(_inference_seconds(n, width, args.repeats))
         population_sweeps.append(
             {
@@ -80,10 +73,12 @@ def run(args: argparse.Namespace) -> dict:
         )
     by_width = []
     for w in args.widths:
-        by_width.append(generation_seconds(_eggroll(args.population, args.noise), w, args.repeats))
+        by_width.append(
+            common.generation_seconds(_eggroll(args.population, args.noise), w, args.repeats)
+        )
     result = {
         "benchmark": NAME,
-        "machine": machine_info(),
+        "machine": common.machine_info(),
         "noise": args.noise,
         "population_sweeps": population_sweeps,
         "width_sweep": {
@@ -153,4 +148,4 @@ def render(result: dict) -> str:
             "fitted exponent": width_sweep["exponent"],
         }
     )
-    return markdown_table(rows, ["sweep", "values", "ms", "fitted exponent"])
+    return common.markdown_table(rows, ["sweep", "values", "ms", "fitted exponent"])

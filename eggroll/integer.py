@@ -194,34 +194,18 @@ class IntEGGROLL(PopulationStrategy):
     score_dtype = jnp.int32
 
     def __init__(
-        self,
-        population_size: int,
-        *,
-        rank: int = 1,
-        sigma_shift: int = 4,
-        alpha: float = 1.0,
-        alpha_decay: float = 0.015,
-        alpha_power: float = 1.0,
-        noise_reuse: int = 1,
-        error_feedback: bool = False,
-        noise: str = "table",
-        table_size: int = 1 << 20,
-        leaf_rule: Any = None,
-        chunk_size: int | None = None,
-        eval_batch_size: int | None = None,
+        self, population_size: int, *, rank: int = 1, sigma_shift: int = 4,
+        alpha: float = 1.0, alpha_decay: float = 0.015, alpha_power: float = 1.0,
+        noise_reuse: int = 1, error_feedback: bool = False,
+        noise: str = "table", table_size: int = 1 << 20, leaf_rule: Any = None,
+        chunk_size: int | None = None, eval_batch_size: int | None = None,
         mesh: jax.sharding.Mesh | None = None,
-    ):
+    ):  # fmt: skip
         super().__init__(
-            population_size,
-            antithetic=True,
-            noise_reuse=noise_reuse,
-            leaf_rule=leaf_rule,
-            noise=noise,
-            table_size=table_size,
-            chunk_size=chunk_size,
-            eval_batch_size=eval_batch_size,
-            mesh=mesh,
-        )
+            population_size, antithetic=True, noise_reuse=noise_reuse, leaf_rule=leaf_rule,
+            noise=noise, table_size=table_size, chunk_size=chunk_size,
+            eval_batch_size=eval_batch_size, mesh=mesh,
+        )  # fmt: skip
         rank = check_positive_int("rank", rank)
         sigma_shift = check_positive_int("sigma_shift", sigma_shift, 0)
         if sigma_shift > 12:
@@ -242,15 +226,8 @@ class IntEGGROLL(PopulationStrategy):
         self.error_feedback = bool(error_feedback)
 
     def config(self) -> dict[str, Any]:
-        return {
-            **super().config(),
-            "rank": self.rank,
-            "sigma_shift": self.sigma_shift,
-            "alpha": self.alpha,
-            "alpha_decay": self.alpha_decay,
-            "alpha_power": self.alpha_power,
-            "error_feedback": self.error_feedback,
-        }
+        names = ("rank", "sigma_shift", "alpha", "alpha_decay", "alpha_power", "error_feedback")
+        return {**super().config(), **{name: getattr(self, name) for name in names}}
 
     def _check_leaf(self, spec: LeafSpec, leaf: Any) -> None:
         if spec.kind == "frozen":

@@ -75,7 +75,12 @@ def resolve_rule(rule: LeafRule, fallback: Callable[[str, Any], str]) -> Callabl
 
 @dataclasses.dataclass(frozen=True)
 class LeafSpec:
-    """Static facts about one parameter leaf (its path, noise id, kind and matrix shape)."""
+    """Static facts about one parameter leaf.
+
+    ``path`` is its tree path string (``"layers/0/w"``), ``id`` its noise id (a hash of the
+    path, :func:`eggroll.noise.leaf_id`), ``kind`` one of :data:`KINDS` and ``shape`` its full
+    shape: any stacking axes, then ``(n_in, n_out)`` for a matrix.
+    """
 
     path: str
     id: int

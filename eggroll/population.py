@@ -336,13 +336,9 @@ class PopulationStrategy(abc.ABC):
         return self._tell_jit(state, fitness)
 
     def step(
-        self,
-        state: Any,
-        fitness_fn: Callable[..., Any],
-        *args: Any,
-        in_axes: Any = None,
-        has_aux: bool = False,
-    ) -> tuple[Any, dict[str, Array]] | tuple[Any, dict[str, Array], Any]:
+        self, state: Any, fitness_fn: Callable[..., Any], *args: Any,
+        in_axes: Any = None, has_aux: bool = False,
+    ) -> tuple[Any, dict[str, Array]] | tuple[Any, dict[str, Array], Any]:  # fmt: skip
         """One generation: :meth:`evaluate` then :meth:`tell`.
 
         Returns ``(state, info)``, or ``(state, info, aux)`` with ``has_aux=True`` (``aux``
@@ -397,13 +393,9 @@ class PopulationStrategy(abc.ABC):
         return Population(self, state)
 
     def evaluate(
-        self,
-        state: Any,
-        fitness_fn: Callable[..., Any],
-        *args: Any,
-        in_axes: Any = None,
-        has_aux: bool = False,
-    ) -> Any:
+        self, state: Any, fitness_fn: Callable[..., Any], *args: Any,
+        in_axes: Any = None, has_aux: bool = False,
+    ) -> Any:  # fmt: skip
         """Scores ``(N,)`` of every member: ``fitness_fn(member_view, *args)``.
 
         ``in_axes`` follows ``jax.vmap`` for the extra arguments: ``None`` (default) shares an

@@ -366,14 +366,9 @@ class EGGROLL(Strategy):
     name = "EGGROLL"
 
     def __init__(
-        self,
-        population_size: int,
-        sigma: float | Schedule,
-        optimizer: optax.GradientTransformation | None = None,
-        *,
-        rank: int = 1,
-        **kwargs: Any,
-    ):
+        self, population_size: int, sigma: float | Schedule,
+        optimizer: optax.GradientTransformation | None = None, *, rank: int = 1, **kwargs: Any,
+    ):  # fmt: skip
         self.rank = check_positive_int("rank", rank)
         super().__init__(population_size, sigma, optimizer, **kwargs)
 

@@ -56,20 +56,11 @@ _TOP = {
 _LAYER = {
     "input_layernorm.weight": ("attn_norm", False),
     "post_attention_layernorm.weight": ("mlp_norm", False),
-    # attention projections (transposed: HF stores (out, in))
-    "self_attn.q_proj.weight": ("wq", True),
-    "self_attn.k_proj.weight": ("wk", True),
-    "self_attn.v_proj.weight": ("wv", True),
-    "self_attn.o_proj.weight": ("wo", True),
-    # attention biases (Qwen2; Llama with attention_bias)
-    "self_attn.q_proj.bias": ("bq", False),
-    "self_attn.k_proj.bias": ("bk", False),
-    "self_attn.v_proj.bias": ("bv", False),
-    "self_attn.o_proj.bias": ("bo", False),
-    # SwiGLU MLP
-    "mlp.gate_proj.weight": ("w_gate", True),
-    "mlp.up_proj.weight": ("w_up", True),
-    "mlp.down_proj.weight": ("w_down", True),
+    # attention projections (stored (out, in): transposed) and their biases (Qwen2, or Llama
+    # with attention_bias), then the SwiGLU MLP
+    **{f"self_attn.{p}_proj.weight": (f"w{p}", True) for p in "qkvo"},
+    **{f"self_attn.{p}_proj.bias": (f"b{p}", False) for p in "qkvo"},
+    **{f"mlp.{p}_proj.weight": (f"w_{p}", True) for p in ("gate", "up", "down")},
 }
 _IGNORED = re.compile(r"rotary_emb\.inv_freq$")  # buffers some old checkpoints saved
 

@@ -25,11 +25,11 @@ TARGETS = {"CartPole-v1": 475.0, "Acrobot-v1": -100.0, "Pendulum-v1": -250.0}
 RESULTS = Path("results")
 
 
-def markdown_table(rows: list[dict[str, Any]], columns: dict[str, str]) -> str:
-    """A markdown table of ``rows``: ``columns`` maps a header to a format string of a row."""
-    lines = ["| " + " | ".join(columns) + " |", "| --- |" + " ---: |" * (len(columns) - 1)]
-    lines += ["| " + " | ".join(f.format(**r) for f in columns.values()) + " |" for r in rows]
-    return "\n".join(lines)
+def markdown_table(rows: list[dict[str, Any]], header: list[str], row: str) -> str:
+    """A markdown table: ``header`` names the columns, ``row`` is the format string of one
+    row's cells separated by `` | ``, filled from each row's keys."""
+    lines = ["| " + " | ".join(header) + " |", "| --- |" + " ---: |" * (len(header) - 1)]
+    return "\n".join(lines + ["| " + row.format(**r) + " |" for r in rows])
 
 
 def compare_rl(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -65,15 +65,10 @@ def compare_rl(args: argparse.Namespace) -> list[dict[str, Any]]:
                 }
             )
             print(json.dumps(rows[-1]), flush=True)
-    columns = {
-        "env": "{env}",
-        "strategy": "{strategy}",
-        "final return": "{eval_return:.1f} ± {eval_return_std:.1f}",
-        "env steps": "{env_steps:,}",
-        "seconds": "{train_seconds}",
-        "to target (s / steps)": "{to_target}",
-    }
-    print("\n" + markdown_table(rows, columns))
+    header = ["env", "strategy", "final return", "env steps", "seconds", "to target (s / steps)"]
+    row = "{env} | {strategy} | {eval_return:.1f} ± {eval_return_std:.1f} | {env_steps:,} | "
+    row += "{train_seconds} | {to_target}"
+    print("\n" + markdown_table(rows, header, row))
     return rows
 
 
@@ -98,16 +93,10 @@ def compare_finetune(args: argparse.Namespace) -> list[dict[str, Any]]:
         keys += ("generations", "train_seconds", "seconds_per_generation", "population")
         rows.append({k: summary[k] for k in (*keys, "wall_seconds", "run_dir")} | {"flags": flags})
         print(json.dumps(rows[-1]), flush=True)
-    columns = {
-        "method": "{method}",
-        "start": "{start_accuracy:.3f}",
-        "final": "{final_accuracy:.3f}",
-        "best": "{best_accuracy:.3f}",
-        "generations": "{generations:,}",
-        "training s": "{train_seconds:.0f}",
-        "s / generation": "{seconds_per_generation:.3f}",
-    }
-    print("\n" + markdown_table(rows, columns))
+    header = ["method", "start", "final", "best", "generations", "training s", "s / generation"]
+    row = "{method} | {start_accuracy:.3f} | {final_accuracy:.3f} | {best_accuracy:.3f} | "
+    row += "{generations:,} | {train_seconds:.0f} | {seconds_per_generation:.3f}"
+    print("\n" + markdown_table(rows, header, row))
     from eggroll.train.plot import plot_finetune_compare
 
     title = f"{rows[0]['task']}: held-out accuracy at equal training time"

@@ -464,7 +464,7 @@ def diagnostics(
 
 
 # ------------------------------------------------------------------------------ the run
-class Trainer:
+class Trainer(loop.Trainer):
     """The :class:`eggroll.train.loop.Trainer` of fine-tuning (EGGROLL or GRPO)."""
 
     evaluate_at_start = True
@@ -548,14 +548,6 @@ class Trainer:
         return fitness, correct, fmt
 
     # -- the loop's protocol
-    def arrays(self):
-        return self.state
-
-    def restore(self, arrays, host):
-        self.state = arrays
-
-    def host_state(self):
-        return {}
 
     def step(self, index):
         """Prompts → answers → rewards → update (generation ``index``)."""

@@ -101,7 +101,7 @@ def make_optimizer(cfg: Config) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(cfg.clip), adamw) if cfg.clip else adamw
 
 
-class Trainer:
+class Trainer(loop.Trainer):
     """The :class:`eggroll.train.loop.Trainer` of backprop LM pretraining."""
 
     finite_metrics = ("train_bits_per_byte",)

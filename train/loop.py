@@ -25,7 +25,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import jax
 from tqdm import tqdm
@@ -55,11 +55,11 @@ class Budget:
     env_steps: int = 0
 
     def __post_init__(self):
-        for name in ("steps", "seconds", "env_steps"):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"budget {name} must be a finite number ≥ 0, got {value!r}")
-        if not (self.steps or self.seconds or self.env_steps):
+        limits = {"steps": self.steps, "seconds": self.seconds, "env_steps": self.env_steps}
+        bad = {k: v for k, v in limits.items() if not _finite_non_negative(v)}
+        if bad:
+            raise ValueError(f"budget limits must be finite numbers ≥ 0, got {bad}")
+        if not any(limits.values()):
             raise ValueError("give a budget: steps, seconds and/or env_steps")
 
     def reached(self, step: int, seconds: float, totals: dict[str, float]) -> str | None:
@@ -73,32 +73,52 @@ class Budget:
         return None
 
 
+def _finite_non_negative(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value >= 0
+
+
 # ------------------------------------------------------------------------------ trainer
-class Trainer(Protocol):
-    """What :func:`run_loop` needs from an application.
+class Trainer:
+    """What :func:`run_loop` drives; subclass it (or give any object these methods).
 
     ``fingerprint``: settings a checkpoint must match to be resumed. ``arrays()``: the pytree
-    to checkpoint; ``restore(arrays, host)`` puts a loaded one back together with
-    ``host_state()`` (JSON-able host-side state such as stream positions). ``step(index)``
-    runs generation ``index`` (0-based) and returns ``(metrics, counts)``: scalars for the
-    record (device values are fine: the loop syncs every ``log_every``) and per-generation
-    counts the loop accumulates into running totals (``env_steps``, ``tokens``).
-    ``evaluate(step, final)`` returns host floats. ``summary(result)`` the application's part
-    of ``summary.json``."""
+    to checkpoint (default: ``self.state``); ``restore(arrays, host)`` puts a loaded one back
+    together with ``host_state()`` (JSON-able host-side state such as stream positions;
+    default: none). ``step(index)`` runs generation ``index`` (0-based) and returns
+    ``(metrics, counts)``: scalars for the record (device values are fine: the loop syncs
+    every ``log_every``) and per-generation counts the loop accumulates into running totals
+    (``env_steps``, ``tokens``). ``evaluate(step, final)`` returns host floats.
+    ``summary(result)`` returns the application's part of ``summary.json``.
 
-    fingerprint: dict[str, Any]
+    Optional attributes: ``evaluate_at_start`` (an evaluation row at step 0),
+    ``final_differs`` (the final evaluation is not the periodic one, so it is never reused),
+    ``finite_metrics`` (metric names that stop the run when not finite), ``goal_reached(
+    evaluation) -> bool`` and ``describe(record, evaluation) -> str`` (the progress bar).
+    """
 
-    def arrays(self) -> Any: ...
+    fingerprint: dict[str, Any] = {}
+    evaluate_at_start = False
+    final_differs = False
+    finite_metrics: tuple[str, ...] = ()
+    state: Any = None
 
-    def restore(self, arrays: Any, host: dict[str, Any]) -> None: ...
+    def arrays(self) -> Any:
+        return self.state
 
-    def host_state(self) -> dict[str, Any]: ...
+    def restore(self, arrays: Any, host: dict[str, Any]) -> None:
+        self.state = arrays
 
-    def step(self, index: int) -> tuple[dict[str, Any], dict[str, Any]]: ...
+    def host_state(self) -> dict[str, Any]:
+        return {}
 
-    def evaluate(self, step: int, final: bool) -> dict[str, float]: ...
+    def step(self, index: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        raise NotImplementedError
 
-    def summary(self, result: LoopResult) -> dict[str, Any]: ...
+    def evaluate(self, step: int, final: bool) -> dict[str, float]:
+        return {}
+
+    def summary(self, result: LoopResult) -> dict[str, Any]:
+        return {}
 
 
 def _option(trainer: Any, name: str, default: Any) -> Any:

@@ -204,7 +204,7 @@ def side_by_side(
     return train, infer, infer_whole
 
 
-class Trainer:
+class Trainer(loop.Trainer):
     """The :class:`eggroll.train.loop.Trainer` of integer EGG pretraining."""
 
     final_differs = True  # the final validation reads more bytes than the periodic ones

@@ -193,7 +193,7 @@ def make_step(
     return jax.jit(step)
 
 
-class Trainer:
+class Trainer(loop.Trainer):
     """The :class:`eggroll.train.loop.Trainer` of ES on one environment."""
 
     def __init__(self, config: Config):

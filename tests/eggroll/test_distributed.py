@@ -27,6 +27,19 @@ def _env(devices: int) -> dict:
     )
 
 
+def _stdout(argv: list[str], devices: int, timeout: int) -> str:
+    """What ``python ARGV`` prints on ``devices`` simulated CPU devices (it must exit 0)."""
+    done = subprocess.run(
+        [sys.executable, *argv],
+        env=_env(devices),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=True,
+    )
+    return done.stdout
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -89,14 +102,7 @@ def test_population_must_divide_over_devices():
         "import eggroll as egg\n"
         "try:\n    egg.EGGROLL(6, sigma=0.1)\nexcept ValueError as e:\n    print(e)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        env=_env(4),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout
+    out = _stdout(["-c", code], devices=4, timeout=120)
     assert "population_size=6 does not divide over 4 devices" in out
 
 
@@ -105,14 +111,7 @@ def test_only_population_sized_data_crosses_devices():
     operand (the matrices have ≥ 3840 entries)."""
     import json
 
-    out = subprocess.run(
-        [sys.executable, str(HELPER), "--collectives"],
-        env=_env(4),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    ).stdout
+    out = _stdout([str(HELPER), "--collectives"], devices=4, timeout=300)
     collectives = json.loads(out.strip().splitlines()[-1])
     assert collectives, "expected at least the gather of the scores"
     assert all(elements <= 16 for _, elements in collectives), collectives

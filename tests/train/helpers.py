@@ -12,6 +12,7 @@ import numpy as np
 
 import eggroll as egg
 from eggroll.train import loop
+from eggroll.train.config import flag
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts"
@@ -57,6 +58,18 @@ def leaves(run_dir: Path, only: str = "") -> dict[str, bytes]:
 
 def metadata(run_dir: Path) -> dict[str, Any]:
     return egg.checkpoint.read(Path(run_dir) / loop.CHECKPOINT)["metadata"]
+
+
+def cli_flags(settings: dict[str, Any]) -> list[str]:
+    """The command line that gives the config ``settings``: ``--name value`` per entry, and
+    ``--name`` or ``--no-name`` for a boolean."""
+    argv = []
+    for name, value in settings.items():
+        if isinstance(value, bool):
+            argv.append(flag(name) if value else f"--no-{flag(name)[2:]}")
+        else:
+            argv += [flag(name), str(value)]
+    return argv
 
 
 def subprocess_env(cache: Path) -> dict[str, str]:

@@ -61,21 +61,22 @@ def test_a_bad_flag_exits_2_with_one_error_line_and_no_traceback(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("application", "flags", "message"),
+    ("application", "flag", "value"),
     [
-        ("pretrain", ["--minutes", "nan"], "--minutes must be a finite number, got nan"),
-        ("pretrain", ["--alpha", "inf"], "--alpha must be a finite number, got inf"),
-        ("rl", ["--lr", "inf"], "--lr must be a finite number, got inf"),
-        ("rl", ["--seconds", "nan"], "--seconds must be a finite number, got nan"),
-        ("lm", ["--clip=-inf"], "--clip must be a finite number, got -inf"),
-        ("finetune", ["--format-weight", "nan"], "--format-weight must be a finite number"),
+        ("pretrain", "--minutes", "nan"),
+        ("pretrain", "--alpha", "inf"),
+        ("rl", "--lr", "inf"),
+        ("rl", "--seconds", "nan"),
+        ("lm", "--clip", "-inf"),
+        ("finetune", "--format-weight", "nan"),
     ],
 )
-def test_non_finite_numbers_are_refused_with_exit_2(application, flags, message, capsys):
+def test_non_finite_numbers_are_refused_with_exit_2(application, flag, value, capsys):
     with pytest.raises(SystemExit) as exit_:
-        cli.run_application(application, flags)
+        cli.run_application(application, [f"{flag}={value}"])
     assert exit_.value.code == 2
-    assert f"eggroll {application}: error: {message}" in capsys.readouterr().err
+    message = f"eggroll {application}: error: {flag} must be a finite number, got {value}"
+    assert message in capsys.readouterr().err
 
 
 def test_main_dispatches_and_refuses_an_unknown_command(capsys):

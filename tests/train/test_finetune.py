@@ -14,33 +14,16 @@ from eggroll.envs import reasoning
 from eggroll.models import llm
 from eggroll.models import tokenizer as tokenizer_lib
 from eggroll.train import cli, compare, finetune, loop
-from tests.train.helpers import final_rows, leaves, records, train_rows
+from tests.train.helpers import cli_flags, final_rows, leaves, records, train_rows
 
 pytest.importorskip("tokenizers")
 
 TINY = dict(
-    digits=1,
-    base_steps=150,
-    base_hidden=16,
-    base_layers=1,
-    base_batch=16,
-    prompts=4,
-    group=4,
-    eval_problems=16,
-    eval_every=2,
-    checkpoint_every=2,
-    seconds=0,
-    sigma=0.01,
-    lr=0.001,
-    format_weight=1,
-    progress=False,
-)
-TINY_FLAGS = [
-    "--digits", "1", "--base-steps", "150", "--base-hidden", "16", "--base-layers", "1",
-    "--base-batch", "16", "--prompts", "4", "--group", "4", "--eval-problems", "16",
-    "--eval-every", "2", "--checkpoint-every", "2", "--seconds", "0", "--sigma", "0.01",
-    "--lr", "0.001", "--format-weight", "1", "--no-progress",
-]  # fmt: skip
+    digits=1, base_steps=150, base_hidden=16, base_layers=1, base_batch=16, prompts=4, group=4,
+    eval_problems=16, eval_every=2, checkpoint_every=2, seconds=0, sigma=0.01, lr=0.001,
+    format_weight=1, progress=False,
+)  # fmt: skip
+TINY_FLAGS = cli_flags(TINY)
 DIAGNOSTICS = ("correct_mean", "format_mean", "identical_pairs", "signal_groups")
 
 
@@ -238,29 +221,31 @@ def test_grpo_baseline_runs_on_the_same_task(straight, tmp_path):
     assert len(rows) == 2 and all(r["grad_norm"] >= 0 for r in rows)
 
 
-@pytest.mark.parametrize(
-    ("flags", "message"),
-    [
-        (["--method", "cma"], "--method must be one of"),
-        (["--task", "sudoku"], "--task must be one of"),
-        (["--group", "3"], "--group must be even for eggroll"),
-        (["--group", "1", "--method", "grpo"], "--group must be ≥ 2"),
-        (["--sigma", "0"], "--sigma must be > 0"),
-        (["--optimizer", "lion"], "--optimizer must be one of"),
-        (["--generations", "0", "--seconds", "0"], "give a budget"),
-        (["--task", "gsm8k"], "needs --data"),
-        (["--data", "x.jsonl"], "are for --task gsm8k"),
-        (["--digits", "0"], "digits must be an integer"),
-        (["--ops", "/"], "ops must be"),
-        (["--temperature", "-1"], "--temperature must be ≥ 0"),
-        (["--method", "grpo", "--temperature", "0"], "use --temperature > 0"),
-        (["--seconds", "inf"], "--seconds must be a finite number"),
-        (["--checkpoint-every", "0"], "--checkpoint-every must be ≥ 1"),
-    ],
-)
-def test_bad_flags_exit_2_with_a_message(flags, message, capsys):
+# Flags the command refuses (exit code 2) -> a part of its one-line error.
+BAD_FLAGS = """\
+--method cma                    -> --method must be one of
+--task sudoku                   -> --task must be one of
+--group 3                       -> --group must be even for eggroll
+--group 1 --method grpo         -> --group must be ≥ 2
+--sigma 0                       -> --sigma must be > 0
+--optimizer lion                -> --optimizer must be one of
+--generations 0 --seconds 0     -> give a budget
+--task gsm8k                    -> needs --data
+--data x.jsonl                  -> are for --task gsm8k
+--digits 0                      -> digits must be an integer
+--ops /                         -> ops must be
+--temperature -1                -> --temperature must be ≥ 0
+--method grpo --temperature 0   -> use --temperature > 0
+--seconds inf                   -> --seconds must be a finite number
+--checkpoint-every 0            -> --checkpoint-every must be ≥ 1
+"""
+
+
+@pytest.mark.parametrize("case", BAD_FLAGS.splitlines())
+def test_bad_flags_exit_2_with_a_message(case, capsys):
+    flags, message = case.split(" -> ")
     with pytest.raises(SystemExit) as exit_:
-        cli.run_application("finetune", flags)
+        cli.run_application("finetune", flags.split())
     assert exit_.value.code == 2
     assert message in capsys.readouterr().err
 

@@ -10,27 +10,15 @@ import pytest
 from eggroll.checkpoint import CheckpointError
 from eggroll.models import generate, hf
 from eggroll.train import cli, lm, loop
-from tests.train.helpers import final_rows, records
+from tests.train.helpers import cli_flags, final_rows, records
 
 pytest.importorskip("safetensors")
 
 TINY = dict(
-    hidden=32,
-    layers=1,
-    intermediate=48,
-    seq_len=24,
-    batch_size=4,
-    steps=6,
-    valid_every=3,
-    valid_batches=2,
-    log_every=2,
-    progress=False,
-)
-TINY_FLAGS = [
-    "--hidden", "32", "--layers", "1", "--intermediate", "48", "--seq-len", "24",
-    "--batch-size", "4", "--steps", "6", "--valid-every", "3", "--valid-batches", "2",
-    "--log-every", "2", "--no-progress",
-]  # fmt: skip
+    hidden=32, layers=1, intermediate=48, seq_len=24, batch_size=4, steps=6, valid_every=3,
+    valid_batches=2, log_every=2, progress=False,
+)  # fmt: skip
+TINY_FLAGS = cli_flags(TINY)
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ def fitness(params, x, y):
     return -jnp.mean((egg.nn.dense(x, params["w"]) - y) ** 2)
 
 
-class Regression:
+class Regression(loop.Trainer):
     """A loop Trainer: EGGROLL fits a linear map; ``poison`` makes a metric NaN at that step."""
 
     def __init__(self, es: egg.EGGROLL, poison: int = 0):
@@ -39,15 +39,6 @@ class Regression:
             return state, {**info, "loss": -fitness(state.params, X, Y)}
 
         self.generation = generation
-
-    def arrays(self):
-        return self.state
-
-    def restore(self, arrays, host):
-        self.state = arrays
-
-    def host_state(self):
-        return {}
 
     def step(self, index):
         self.state, info = self.generation(self.state)

@@ -13,27 +13,22 @@ import pytest
 import eggroll as egg
 from eggroll.data import text
 from eggroll.train import cli, loop, pretrain
-from tests.train.helpers import final_rows, leaves, metadata, records, train_rows, write_corpus
+from tests.train.helpers import (
+    cli_flags,
+    final_rows,
+    leaves,
+    metadata,
+    records,
+    train_rows,
+    write_corpus,
+)
 
 # One set of shapes for every run of this file, so the compiled programs are shared.
 TINY = dict(
-    width=16,
-    layers=1,
-    population=8,
-    seq_len=16,
-    member_batch=0,
-    valid_streams=4,
-    valid_bytes=512,
-    final_valid_bytes=1024,
-    valid_every=2,
-    log_every=1,
-    progress=False,
-)
-TINY_FLAGS = [
-    "--width", "16", "--layers", "1", "--population", "8", "--seq-len", "16",
-    "--member-batch", "0", "--valid-streams", "4", "--valid-bytes", "512",
-    "--final-valid-bytes", "1024", "--no-progress",
-]  # fmt: skip
+    width=16, layers=1, population=8, seq_len=16, member_batch=0, valid_streams=4,
+    valid_bytes=512, final_valid_bytes=1024, valid_every=2, log_every=1, progress=False,
+)  # fmt: skip
+TINY_FLAGS = cli_flags(TINY)
 METRIC_FIELDS = (
     "valid_bits_per_byte",
     "train_bits_per_byte",
