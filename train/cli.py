@@ -49,13 +49,14 @@ def parse(name: str, argv: list[str] | None, prog: str | None = None):
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_fields(parser, module.Config)
-    add_fields(parser.add_argument_group("multi-process runs"), cluster.ClusterFlags)
+    if getattr(module, "MULTI_PROCESS", True):
+        add_fields(parser.add_argument_group("multi-process runs"), cluster.ClusterFlags)
     namespace = parser.parse_args(argv)
     try:
         config = from_namespace(module.Config, namespace)
     except (ValueError, TypeError) as err:
         parser.error(str(err))
-    return config, from_namespace(cluster.ClusterFlags, namespace)
+    return config, from_namespace(cluster.ClusterFlags, namespace)  # defaults when absent
 
 
 def fail(prog: str, err: BaseException) -> SystemExit:

@@ -34,6 +34,7 @@ from eggroll.train import loop
 from eggroll.train.config import RunOptions, arg, check_finite, check_positive
 
 MODEL_DIR = "model"
+MULTI_PROCESS = False  # backprop on one process: the command takes no cluster flags
 
 
 @dataclasses.dataclass(frozen=True)

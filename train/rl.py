@@ -75,7 +75,7 @@ class Config(RunOptions):
 
     # the environment
     env: Any = arg("CartPole-v1", "gymnax environment id", cli_type=str)
-    env_params: Any = arg(None, "environment parameters of an env object", cli_type=str)
+    env_params: Any = dataclasses.field(default=None, metadata={"cli": False})
     strategy: str = arg("eggroll", "eggroll or openes")
     # the strategy (None: the per-environment default)
     population: int | None = arg(None, "population size (even)")
