@@ -49,6 +49,11 @@ def parse(name: str, argv: list[str] | None, prog: str | None = None):
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_fields(parser, module.Config)
+    if hasattr(module, "preset"):  # a preset sets the defaults; flags given with it win
+        parser.add_argument("--preset", choices=module.PRESETS, help=module.preset.__doc__)
+        chosen, _ = parser.parse_known_args(argv)
+        if chosen.preset:
+            parser.set_defaults(**module.preset(chosen.preset))
     if getattr(module, "MULTI_PROCESS", True):
         add_fields(parser.add_argument_group("multi-process runs"), cluster.ClusterFlags)
     namespace = parser.parse_args(argv)

@@ -277,3 +277,32 @@ def test_a_validation_split_too_short_for_seq_len_fails_before_training(tmp_path
     # Lowering --seq-len below the split's length makes the same data usable.
     small = dataclasses.replace(pretrain.Config(data=str(data), **TINY), seq_len=4)
     pretrain.check_validation_split(text.load_corpus(small.data), small.seq_len)
+
+
+def test_the_paper_preset_and_flags_given_with_it(monkeypatch):
+    paper = pretrain.preset("paper")
+    assert (paper["width"], paper["layers"], paper["seq_len"], paper["sigma_shift"]) == (
+        256, 6, 100, 4,
+    )  # fmt: skip
+    assert (paper["alpha"], paper["alpha_decay"], paper["error_feedback"]) == (1.0, 0.015, False)
+    assert paper["population"] == 512  # on a CPU; 2^14 per accelerator elsewhere
+    assert pretrain.preset("demo") == {}
+    with pytest.raises(ValueError, match="--preset must be one of"):
+        pretrain.preset("huge")
+    # Flags given with --preset win over it; the rest come from the preset.
+    config, _ = cli.parse("pretrain", ["--preset", "paper", "--population", "64"])
+    assert (config.width, config.layers, config.population) == (256, 6, 64)
+    assert config == pretrain.Config.from_preset("paper", population=64)
+    # On an accelerator the population and the member slicing follow the backend.
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(jax, "device_count", lambda: 2)
+    assert pretrain.preset("paper")["population"] == 2 << 14
+    assert pretrain.Config.from_preset("paper").member_slice == 0  # one vmap on a GPU
+
+
+def test_member_slices_follow_the_backend_unless_given(monkeypatch):
+    assert pretrain.Config().member_slice == pretrain.CPU_MEMBER_SLICE == 32  # the CPU demo
+    assert pretrain.Config(member_batch=0).member_slice == 0
+    assert pretrain.Config(member_batch=8).member_slice == 8
+    with pytest.raises(ValueError, match="--member-batch must be ≥ -1"):
+        pretrain.Config(member_batch=-2)
