@@ -8,6 +8,7 @@ str`` (its section of docs/BENCHMARKS.md). ``eggroll.benchmarks.cli.main`` is th
 """
 
 from eggroll.benchmarks import (
+    device_check,
     int_noise,
     llm_decode,
     lowrank_vs_naive,
@@ -26,4 +27,5 @@ BENCHMARKS = (
     scaling,
     vs_evosax,
     llm_decode,
+    device_check,
 )
