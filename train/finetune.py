@@ -48,7 +48,7 @@ import optax
 import eggroll as egg
 from eggroll import distributed
 from eggroll.envs import reasoning
-from eggroll.models import generate, hf, llm, lm_train
+from eggroll.models import generate, hf, llm, lm_train, rwkv7
 from eggroll.models import tokenizer as tokenizer_lib
 from eggroll.train import loop
 from eggroll.train.config import RunOptions, arg, check_finite, check_positive
@@ -328,11 +328,21 @@ def ensure_base_model(cfg: Config, task: reasoning.Task, say) -> Path:
 
 
 # ------------------------------------------------------------------------------ methods
+def _is_matrix(path: str, leaf: Any) -> bool:
+    """A matrix leaf of either model family (their leaf names do not collide)."""
+    return "lowrank" in (llm.leaf_rule(path, leaf), rwkv7.leaf_rule(path, leaf))
+
+
 def leaf_rule(freeze_vectors: bool):
-    """Matrices low-rank; norm weights and biases full-rank, or frozen."""
+    """Matrices low-rank; norm weights and biases (RWKV-7: every vector) full-rank, or frozen."""
     if not freeze_vectors:
-        return llm.leaf_rule
-    return lambda path, leaf: "lowrank" if llm.leaf_rule(path, leaf) == "lowrank" else "frozen"
+        return lambda path, leaf: "lowrank" if _is_matrix(path, leaf) else "full"
+    return lambda path, leaf: "lowrank" if _is_matrix(path, leaf) else "frozen"
+
+
+def _decoder(config: Any):
+    """The ``generate`` of the model family of ``config`` (RWKV-7 or the Llama family)."""
+    return rwkv7.generate if isinstance(config, rwkv7.RWKV7Config) else generate.generate
 
 
 def learning_rate(cfg: Config) -> float | optax.Schedule:
@@ -360,7 +370,9 @@ def make_grpo_optimizer(cfg: Config, params: Any) -> optax.GradientTransformatio
         return base
     labels = jax.tree_util.tree_map_with_path(
         lambda path, leaf: (
-            "train" if getattr(path[-1], "key", "") in llm.MATRIX_LEAVES else "frozen"
+            "train"
+            if getattr(path[-1], "key", "") in llm.MATRIX_LEAVES | rwkv7.MATRIX_LEAVES
+            else "frozen"
         ),
         params,
     )
@@ -383,9 +395,7 @@ def make_eggroll_rollout(es: egg.EGGROLL, config: llm.LLMConfig, enc: Encoding, 
     kwargs = _decode_kwargs(config, enc, temp)
 
     def answer(view, prompt, mask, key):
-        out = generate.generate(
-            view, prompt=prompt[None], prompt_mask=mask[None], key=key, **kwargs
-        )
+        out = _decoder(config)(view, prompt=prompt[None], prompt_mask=mask[None], key=key, **kwargs)
         return jnp.zeros((), jnp.float32), out.tokens[0]
 
     def rollout(state, prompts, masks, key):
@@ -401,7 +411,7 @@ def make_grpo_functions(config: llm.LLMConfig, enc: Encoding, temp: float, optim
     kwargs = _decode_kwargs(config, enc, temp)
 
     def sample(params, prompts, masks, key):
-        out = generate.generate(params, prompt=prompts, prompt_mask=masks, key=key, **kwargs)
+        out = _decoder(config)(params, prompt=prompts, prompt_mask=masks, key=key, **kwargs)
         return out.tokens, out.lengths
 
     def update(params, opt_state, prompts, masks, tokens, lengths, advantages):
@@ -424,9 +434,7 @@ def make_greedy(config: llm.LLMConfig, enc: Encoding):
 
     def greedy(params, prompts, masks):
         key = jax.random.key(0)
-        return generate.generate(
-            params, prompt=prompts, prompt_mask=masks, key=key, **kwargs
-        ).tokens
+        return _decoder(config)(params, prompt=prompts, prompt_mask=masks, key=key, **kwargs).tokens
 
     return jax.jit(greedy)
 
@@ -477,8 +485,14 @@ class Trainer(loop.Trainer):
         self.task = task = cfg.make_task()
         self.model_dir = Path(cfg.model) if cfg.model else ensure_base_model(cfg, task, say)
         try:
-            params, model = hf.load(self.model_dir)
-            tokenizer = hf.load_tokenizer(self.model_dir, model)
+            if rwkv7.is_model_folder(self.model_dir):
+                if cfg.method == "grpo":
+                    raise ValueError("--method grpo supports Llama-family models, not RWKV-7")
+                params, model = rwkv7.load(self.model_dir)
+                tokenizer = rwkv7.load_tokenizer(self.model_dir, model)
+            else:
+                params, model = hf.load(self.model_dir)
+                tokenizer = hf.load_tokenizer(self.model_dir, model)
         except (OSError, ValueError) as err:
             raise ValueError(f"cannot load --model {self.model_dir}: {err}") from None
         self.enc = enc = make_encoding(task, tokenizer, model, cfg)
