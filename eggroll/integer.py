@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import ndtri
 
-from eggroll import noise
+from eggroll import distributed, noise
 from eggroll.batching import matmul_and_project
 from eggroll.intmath import INT8_MAX, saturate, shift_round
 from eggroll.intmath import matmul as int_matmul
@@ -297,15 +297,22 @@ class IntEGGROLL(PopulationStrategy):
         return super().tell(state, fitness)
 
     def _tell(self, state: IntState, fitness: Array) -> tuple[IntState, dict[str, Array]]:
-        raw = self.gather_scores(fitness)
-        f = raw.astype(jnp.float32)
-        finite = jnp.isfinite(f)
+        # The update needs only each antithetic pair's sign, so the signs are formed where the
+        # scores are (pairs 2p, 2p+1 sit on one device) and only they cross devices: one byte
+        # per pair instead of a 32-bit score per member. The statistics are scalar reductions.
+        f = fitness.astype(jnp.float32)
+        pairs = fitness.reshape(-1, 2)
         # A pair with a non-finite member carries no signal. The pair is compared in the
         # scores' own dtype: int32 scores above 2^24 would round together in float32.
-        pair_ok = finite[0::2] & finite[1::2]
-        first, second = raw[0::2], raw[1::2]
+        pair_ok = jnp.all(jnp.isfinite(f).reshape(-1, 2), axis=1)
+        first, second = pairs[:, 0], pairs[:, 1]
         signs = (first > second).astype(jnp.int8) - (first < second).astype(jnp.int8)
         pair_sign = jnp.where(pair_ok, signs, 0).astype(jnp.int8)  # F_p ∈ {-1, 0, 1}
+        if self.mesh is not None:  # keep the sign computation where the scores are
+            pair_sign = jax.lax.with_sharding_constraint(
+                pair_sign, distributed.member_sharding(self.mesh)
+            )
+        pair_sign = self.gather_scores(pair_sign)
         active = jnp.sum(pair_sign != 0)
         alpha = self.alpha_at(state.generation)
         null_std = jnp.sqrt(active.astype(jnp.float32) * self.rank) * FACTOR_SECOND_MOMENT

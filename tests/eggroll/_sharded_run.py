@@ -74,8 +74,9 @@ COLLECTIVE = re.compile(
 
 
 def collective_sizes() -> list[list]:
-    """[op, elements] for every cross-device collective of a compiled float and integer
-    generation whose parameters (≥ 4096 entries per matrix) dwarf the population (16)."""
+    """[engine, op, dtype, elements] for every cross-device collective of a compiled float and
+    integer generation whose parameters (≥ 4096 entries per matrix) dwarf the population
+    (16)."""
     import eggroll as egg
     from eggroll import integer
 
@@ -84,19 +85,22 @@ def collective_sizes() -> list[list]:
     state = es.init(jax.random.key(2), params)
     x = jnp.zeros((16, 64))
     step = jax.jit(lambda s, x: es.step(s, float_objective, x, in_axes=0))
-    texts = [step.lower(state, x).compile().as_text()]
+    texts = {"float": step.lower(state, x).compile().as_text()}
     ies = integer.IntEGGROLL(16, rank=1)
     istate = ies.init(jax.random.key(4), {"w": jnp.zeros((64, 80), jnp.int8)})
     xi = jnp.zeros((16, 64), jnp.int8)
     istep = jax.jit(lambda s, x: ies.tell(s, ies.evaluate(s, int_objective, x, in_axes=0)))
-    texts.append(istep.lower(istate, xi).compile().as_text())
+    texts["integer"] = istep.lower(istate, xi).compile().as_text()
     found = []
-    for text in texts:
+    for engine, text in texts.items():
         for match in COLLECTIVE.finditer(text):
-            shapes = re.findall(r"[a-z0-9]+\[([0-9,]*)\]", match.group(1))
-            sizes = [np.prod([int(d) for d in sh.split(",") if d] or [1]) for sh in shapes]
-            elements = int(max(sizes))
-            found.append([match.group(2), elements])
+            shapes = re.findall(r"([a-z0-9]+)\[([0-9,]*)\]", match.group(1))
+            sizes = [
+                (int(np.prod([int(d) for d in dims.split(",") if d] or [1])), dtype)
+                for dtype, dims in shapes
+            ]
+            elements, dtype = max(sizes)
+            found.append([engine, match.group(2), dtype, elements])
     return found
 
 

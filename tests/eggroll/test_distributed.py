@@ -108,13 +108,19 @@ def test_population_must_divide_over_devices():
 
 def test_only_population_sized_data_crosses_devices():
     """The compiled generation's collectives move the N = 16 scores, never a parameter-sized
-    operand (the matrices have ≥ 3840 entries)."""
+    operand (the matrices have ≥ 3840 entries); the integer engine gathers one int8 sign per
+    antithetic pair (8 bytes for N = 16), not 32-bit scores."""
     import json
 
     out = _stdout([str(HELPER), "--collectives"], devices=4, timeout=300)
     collectives = json.loads(out.strip().splitlines()[-1])
-    assert collectives, "expected at least the gather of the scores"
-    assert all(elements <= 16 for _, elements in collectives), collectives
+    assert any(c[0] == "float" for c in collectives), "expected the gather of the scores"
+    assert all(elements <= 16 for _, _, _, elements in collectives), collectives
+    integer = [c for c in collectives if c[0] == "integer"]
+    gathers = [c for c in integer if c[1] == "all-gather"]
+    assert gathers == [["integer", "all-gather", "s8", 8]], integer
+    # Anything else the integer generation sends is a scalar (the logged statistics).
+    assert all(elements == 1 for _, op, _, elements in integer if op != "all-gather"), integer
 
 
 # The peer watchdog of eggroll.distributed.initialize, with an in-memory key-value store in
