@@ -10,6 +10,7 @@ str`` (its section of docs/BENCHMARKS.md). ``eggroll.benchmarks.cli.main`` is th
 from eggroll.benchmarks import (
     device_check,
     int_noise,
+    latency,
     llm_decode,
     lowrank_vs_naive,
     member_project,
@@ -26,6 +27,7 @@ BENCHMARKS = (
     vs_inference,
     scaling,
     vs_evosax,
+    latency,
     llm_decode,
     device_check,
 )

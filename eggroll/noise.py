@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Sequence
 
 import jax
+import jax.extend.random
 import jax.numpy as jnp
 import numpy as np
 
@@ -49,6 +51,48 @@ def draw_key(seed: Array, leaf: int, epoch: Array | int, noise_index: Array | in
     key = jax.random.fold_in(seed, leaf)
     key = jax.random.fold_in(key, epoch)
     return jax.random.fold_in(key, noise_index)
+
+
+def draw_keys(
+    seed: Array, leaves: Sequence[int], epoch: Array | int, noise_index: Array | int
+) -> Array:
+    """The keys ``(L,)`` of one noise draw for several leaves: ``draw_key`` of each leaf id, bit
+    for bit, computed for all leaves at once (for threefry keys: three hashes written as plain
+    integer ops, which XLA fuses, instead of three hash loops per leaf)."""
+    ids = np.asarray(leaves, np.uint32)
+    data = _threefry_key_data(seed)
+    if data is None:
+        return jax.vmap(lambda leaf: draw_key(seed, leaf, epoch, noise_index))(jnp.asarray(ids))
+    k1, k2 = _fold_in(data[0], data[1], jnp.asarray(ids))
+    k1, k2 = _fold_in(k1, k2, epoch)
+    k1, k2 = _fold_in(k1, k2, noise_index)
+    return jax.random.wrap_key_data(jnp.stack([k1, k2], -1), impl="threefry2x32")
+
+
+_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+
+
+def _threefry2x32(k1: Array, k2: Array, x1: Array, x2: Array) -> tuple[Array, Array]:
+    """The Threefry-2x32 hash (20 rounds) of counters ``(x1, x2)`` under keys ``(k1, k2)``,
+    broadcast elementwise, as plain uint32 ops: the numbers of jax's ``threefry2x32``."""
+    u32 = jnp.uint32
+    k1, k2, x1, x2 = (jnp.asarray(v).astype(u32) for v in (k1, k2, x1, x2))
+    ks = (k1, k2, k1 ^ k2 ^ u32(0x1BD11BDA))
+    x = [x1 + ks[0], x2 + ks[1]]
+    for i in range(5):
+        for r in _ROTATIONS[i % 2]:
+            x[0] = x[0] + x[1]
+            x[1] = (x[1] << u32(r)) | (x[1] >> u32(32 - r))
+            x[1] = x[0] ^ x[1]
+        x[0] = x[0] + ks[(i + 1) % 3]
+        x[1] = x[1] + ks[(i + 2) % 3] + u32(i + 1)
+    return x[0], x[1]
+
+
+def _fold_in(k1: Array, k2: Array, data: Array | int) -> tuple[Array, Array]:
+    """``jax.random.fold_in`` on threefry key data ``(k1, k2)`` and 32-bit ``data``."""
+    data = jnp.asarray(data).astype(jnp.uint32)
+    return _threefry2x32(k1, k2, jnp.zeros_like(data), data)
 
 
 def lowrank_factors(
@@ -104,6 +148,71 @@ def table_draw(table: Array, key: Array, shape: tuple[int, ...]) -> Array:
         raise ValueError(f"a draw of {size} entries does not fit a noise table of {table.shape[0]}")
     offset = jax.random.randint(key, (), 0, table.shape[0] - size + 1)
     return jax.lax.dynamic_slice(table, (offset,), (size,)).reshape(shape)
+
+
+def _threefry_key_data(keys: Array) -> Array | None:
+    """``(2, ...)`` uint32 key data when ``keys`` are threefry keys drawn the partitionable way
+    (jax's default), the layout :func:`normals` reproduces; else ``None``."""
+    if not jax.config.jax_threefry_partitionable:
+        return None
+    if str(jax.random.key_impl(keys)) != "threefry2x32":
+        return None
+    return jnp.moveaxis(jax.random.key_data(keys), -1, 0)
+
+
+def normals(
+    keys: Array, shapes: Sequence[tuple[int, ...]], table: Array | None = None
+) -> list[Array]:
+    """``[normal(keys[j], shapes[j], table) for j]``, bit for bit, as one hash computation.
+
+    Without a table the draws of all leaves are one threefry call over their concatenated
+    counters (each entry with its leaf's key) and one uniform → normal transform: one copy of
+    that code in the program instead of one per leaf, which is most of a small model's compile
+    time. With a table, the leaves' offsets are one ``randint`` call.
+    """
+    shapes = [tuple(s) for s in shapes]
+    sizes = [math.prod(s) for s in shapes]
+    if table is not None:
+        for size in sizes:
+            if size > table.shape[0]:
+                raise ValueError(
+                    f"a draw of {size} entries does not fit a noise table of {table.shape[0]}"
+                )
+        highs = jnp.asarray(np.asarray([table.shape[0] - n + 1 for n in sizes], np.int32))
+        offsets = jax.vmap(lambda k, hi: jax.random.randint(k, (), 0, hi))(keys, highs)
+        return [
+            jax.lax.dynamic_slice(table, (offsets[j],), (n,)).reshape(s).astype(jnp.float32)
+            * TABLE_UNIT
+            for j, (n, s) in enumerate(zip(sizes, shapes, strict=True))
+        ]
+    data = _threefry_key_data(keys)
+    if data is None or sum(sizes) >= 1 << 32:
+        return [normal(keys[j], s) for j, s in enumerate(shapes)]
+    # jax.random.normal(key, shape) for float32 (threefry, partitionable counters): the
+    # counter of entry i is (hi, lo) = (0, i); bits = threefry(key, counter) xor-folded; a
+    # uniform in [nextafter(-1, 0), 1) from the top 23 bits; then √2 · erfinv(u).
+    k1 = jnp.concatenate([jnp.broadcast_to(data[0, j], (n,)) for j, n in enumerate(sizes)])
+    k2 = jnp.concatenate([jnp.broadcast_to(data[1, j], (n,)) for j, n in enumerate(sizes)])
+    lo = jnp.asarray(np.concatenate([np.arange(n, dtype=np.uint32) for n in sizes]))
+    b1, b2 = jax.extend.random.threefry2x32_p.bind(k1, k2, jnp.zeros_like(lo), lo)
+    u = _uniform_from_bits(b1 ^ b2)
+    z = jax.lax.mul(np.array(np.sqrt(2), np.float32), jax.lax.erf_inv(u))
+    out, start = [], 0
+    for n, s in zip(sizes, shapes, strict=True):
+        out.append(z[start : start + n].reshape(s))
+        start += n
+    return out
+
+
+def _uniform_from_bits(bits: Array) -> Array:
+    """``jax.random.uniform(..., float32, nextafter(-1, 0), 1)`` from its 32 random bits."""
+    minval = jnp.asarray(np.nextafter(np.float32(-1.0), np.float32(0.0)), jnp.float32)
+    maxval = jnp.asarray(1.0, jnp.float32)
+    float_bits = jax.lax.shift_right_logical(bits, jnp.array(32 - 23, jnp.uint32))
+    one = jnp.asarray(np.array(1.0, np.float32).view(np.uint32), jnp.uint32)
+    float_bits = jax.lax.bitwise_or(float_bits, one)
+    floats = jax.lax.bitcast_convert_type(float_bits, jnp.float32) - jnp.array(1.0, jnp.float32)
+    return jax.lax.max(minval, floats * (maxval - minval) + minval)
 
 
 def normal(key: Array, shape: tuple[int, ...], table: Array | None = None) -> Array:

@@ -296,6 +296,22 @@ class PopulationStrategy(abc.ABC):
         w (c,))`` returns one chunk's sum for a leaf (shape ``spec.shape``, ``dtype``).
         Returns the sums of the non-frozen leaves in ``specs`` order.
         """
+        active = [s for s in specs if s.kind != "frozen"]
+
+        def chunk_sums(idx: Array, w: Array) -> list[Array]:
+            return [chunk_sum(s, idx, w) for s in active]
+
+        return self._sum_over_draws_all(specs, weights, chunk_sums, dtype)
+
+    def _sum_over_draws_all(
+        self,
+        specs: list[LeafSpec],
+        weights: Array,
+        chunk_sums: Callable[[Array, Array], list[Array]],
+        dtype: Any,
+    ) -> list[Array]:
+        """:meth:`_sum_over_draws` with one function for all leaves of a chunk:
+        ``chunk_sums(indices (c,), w (c,))`` returns the non-frozen leaves' chunk sums."""
         chunk = self._chunk(specs)
         n_chunks = self.num_draws // chunk
         indices = jnp.arange(self.num_draws, dtype=jnp.int32).reshape(n_chunks, chunk)
@@ -304,12 +320,18 @@ class PopulationStrategy(abc.ABC):
 
         def body(acc, chunk_data):
             idx, w = chunk_data
-            return [a + chunk_sum(s, idx, w) for a, s in zip(acc, active, strict=True)], None
+            sums = chunk_sums(idx, w)
+            return [a + x for a, x in zip(acc, sums, strict=True)], None
 
         init = [jnp.zeros(s.shape, dtype) for s in active]
         if n_chunks == 1:
             return body(init, (indices[0], weights[0]))[0]
         return jax.lax.scan(body, init, (indices, weights))[0]
+
+    def _all_draw_keys(self, state: Any, specs: list[LeafSpec], index: Array) -> Array:
+        """Keys ``(L,)`` of draw ``index`` for the leaves ``specs`` (one hash per fold)."""
+        epoch = state.generation // self.noise_reuse
+        return noise.draw_keys(state.key, [s.id for s in specs], epoch, index)
 
     def _draw_keys(self, state: Any, spec: LeafSpec, indices: Array) -> Array:
         """Keys ``(c,)`` of draws ``indices`` of one leaf at the state's noise epoch."""
@@ -368,14 +390,14 @@ class PopulationStrategy(abc.ABC):
         """The parameters perturbed by noise draw ``index`` with sign ``sign`` (±1)."""
         specs = self.leaf_specs(state.params)
         leaves, treedef = jax.tree_util.tree_flatten(state.params)
-        epoch = state.generation // self.noise_reuse
+        active = [s for s in specs if s.kind != "frozen"]
+        keys = iter(self._all_draw_keys(state, active, index) if active else [])
         out = []
         for spec, leaf in zip(specs, leaves, strict=True):
             if spec.kind == "frozen":
                 out.append(leaf)
                 continue
-            key = noise.draw_key(state.key, spec.id, epoch, index)
-            out.append(self._perturb(spec, leaf, key, sign, state))
+            out.append(self._perturb(spec, leaf, next(keys), sign, state))
         return jax.tree_util.tree_unflatten(treedef, out)
 
     def gather_scores(self, fitness: Array) -> Array:

@@ -233,6 +233,41 @@ class Strategy(PopulationStrategy):
         """Dense noise ``E`` of one draw for a leaf (shape ``spec.shape``, float32)."""
         return noise.fullrank_noise(key, spec.shape, table)
 
+    # One member's view and one chunk of the estimator draw every leaf's noise together
+    # (``noise.draw_keys`` + ``noise.normals``: the same numbers as leaf by leaf, but one hash
+    # computation in the program instead of one per leaf, which dominates compile time).
+    def _draw_shape(self, spec: LeafSpec) -> tuple[int, ...]:
+        """Shape of the unit normals one draw of a (non-frozen) leaf takes."""
+        return spec.shape
+
+    def _view_leaf(self, spec: LeafSpec, leaf: Array, z: Array, signed_sigma: Array) -> Any:
+        """One member's view of a leaf from its draw ``z`` (shape ``_draw_shape(spec)``)."""
+        return (leaf.astype(jnp.float32) + signed_sigma * z).astype(leaf.dtype)
+
+    def _draws(self, state: ESState, active: list[LeafSpec], index: Array) -> list[Array]:
+        """Draw ``index`` of every leaf in ``active`` (unit normals, ``_draw_shape`` each)."""
+        keys = self._all_draw_keys(state, active, index)
+        shapes = [self._draw_shape(s) for s in active]
+        return noise.normals(keys, shapes, state.noise_table)
+
+    def _view(self, state: ESState, index: Array, sign: Array) -> Any:
+        specs = self.leaf_specs(state.params)
+        leaves, treedef = jax.tree_util.tree_flatten(state.params)
+        active = [s for s in specs if s.kind != "frozen"]
+        draws = iter(self._draws(state, active, index) if active else [])
+        signed_sigma = self.sigma_at(state.generation) * sign
+        out = [
+            leaf
+            if spec.kind == "frozen"
+            else self._view_leaf(spec, leaf, next(draws), signed_sigma)
+            for spec, leaf in zip(specs, leaves, strict=True)
+        ]
+        return jax.tree_util.tree_unflatten(treedef, out)
+
+    def _chunk_sum(self, spec: LeafSpec, z: Array, weights: Array) -> Array:
+        """``Σ_p w_p E_p`` over a chunk from its draws ``z (c, *_draw_shape(spec))``."""
+        return jnp.tensordot(weights, z, axes=1)
+
     def tell(self, state: ESState, fitness: Array) -> tuple[ESState, dict[str, Array]]:
         """Shape the scores, estimate the ascent direction, take one optax step.
 
@@ -276,11 +311,13 @@ class Strategy(PopulationStrategy):
         leaves, treedef = jax.tree_util.tree_flatten(state.params)
         weights, nonfinite = self._draw_weights(self.gather_scores(fitness))
 
-        def chunk_sum(spec: LeafSpec, idx: Array, w: Array) -> Array:
-            keys = self._draw_keys(state, spec, idx)
-            return self._accumulate(spec, keys, w, state.noise_table)
+        active = [s for s in specs if s.kind != "frozen"]
 
-        sums = self._sum_over_draws(specs, weights, chunk_sum, jnp.float32)
+        def chunk_sums(idx: Array, w: Array) -> list[Array]:
+            draws = jax.vmap(lambda i: self._draws(state, active, i))(idx)
+            return [self._chunk_sum(s, z, w) for s, z in zip(active, draws, strict=True)]
+
+        sums = self._sum_over_draws_all(specs, weights, chunk_sums, jnp.float32)
         sigma = self.sigma_at(state.generation)
         grads, it = [], iter(sums)
         for spec, leaf in zip(specs, leaves, strict=True):
@@ -405,6 +442,26 @@ class EGGROLL(Strategy):
 
     def _estimate_scale(self, spec: LeafSpec) -> float:
         return 1.0 / math.sqrt(self.rank) if spec.kind == "lowrank" else 1.0
+
+    def _draw_shape(self, spec: LeafSpec) -> tuple[int, ...]:
+        if spec.kind != "lowrank":
+            return spec.shape
+        return (*spec.lead, spec.n_in + spec.n_out, self.rank)
+
+    def _view_leaf(self, spec: LeafSpec, leaf: Array, z: Array, signed_sigma: Array) -> Any:
+        if spec.kind != "lowrank":
+            return super()._view_leaf(spec, leaf, z, signed_sigma)
+        a, b = z[..., : spec.n_in, :], z[..., spec.n_in :, :]
+        scale = jnp.broadcast_to(signed_sigma / math.sqrt(self.rank), spec.lead)
+        return LowRank(leaf, a, b, scale.astype(jnp.float32))
+
+    def _chunk_sum(self, spec: LeafSpec, z: Array, weights: Array) -> Array:
+        if spec.kind != "lowrank":
+            return super()._chunk_sum(spec, z, weights)
+        # One contraction over (draw, rank): Σ_p w_p A_p B_pᵀ, never a (chunk, n_in, n_out) tensor.
+        a, b = z[..., : spec.n_in, :], z[..., spec.n_in :, :]
+        weighted = a * weights.reshape((-1,) + (1,) * (a.ndim - 1))
+        return jnp.einsum("c...ir,c...or->...io", weighted, b)
 
     def _accumulate(
         self, spec: LeafSpec, keys: Array, weights: Array, table: Array | None

@@ -118,3 +118,27 @@ def test_cli_rejects_sizes_below_one(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "--widths must be ≥ 1, got [8, 0]" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_latency_renders_its_tables(tmp_path):
+    from eggroll.benchmarks import latency
+
+    rows = [
+        {"contender": name, "compile_gen_s": 1.0, "compile_mean_s": 0.5, "ms_per_generation": 2.0}
+        for name in latency.CONTENDERS
+    ]
+    result = {
+        "problems": {"mlp": {"population": 8, "rows": rows}},
+        "rank": [{"problem": "p", "rank1_ms": 1.0, "rank4_ms": 1.2, "rank4_over_rank1": 1.2}],
+        "egg": {"size": "tiny", "compile_step_s": 3.0},
+        "egg_before_s": 4.0,
+    }
+    text = latency.render(result)
+    assert "evosax Open_ES" in text and "| 1.2 |" in text and "before this change: 4.0 s" in text
+
+
+def test_latency_rank_rows_run_small():
+    from eggroll.benchmarks import latency
+
+    rows = latency.rank_rows([8], 1)
+    assert rows[0]["rank1_ms"] > 0 and rows[0]["rank4_over_rank1"] > 0

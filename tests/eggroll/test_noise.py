@@ -89,3 +89,30 @@ def test_table_noise_rejects_draws_larger_than_the_table():
     es = egg.EGGROLL(4, sigma=0.1, noise="table", table_size=1024)
     with pytest.raises(ValueError, match="raise table_size"):
         es.init(jax.random.key(0), {"b": jnp.zeros(2000)})
+
+
+def test_all_leaves_at_once_are_the_same_numbers_as_leaf_by_leaf():
+    """``draw_keys``/``normals`` (one hash for every leaf) reproduce ``draw_key``/``normal`` per
+    leaf bit for bit, under vmap too, from keys and from a table."""
+    seed = jax.random.key(3)
+    ids = [egg.noise.leaf_id(p) for p in ("w0", "b0", "stack", "b1")]
+    shapes = [(33, 1), (128,), (2, 138, 4), (1,)]
+    table = egg.noise.make_table(seed, 4096)
+
+    def leaf_by_leaf(i, tab):
+        keys = [egg.noise.draw_key(seed, leaf, 5, i) for leaf in ids]
+        out = [egg.noise.normal(k, s, tab) for k, s in zip(keys, shapes, strict=True)]
+        return [jax.random.key_data(jnp.stack(keys)), *out]
+
+    def at_once(i, tab):
+        keys = egg.noise.draw_keys(seed, ids, 5, i)
+        return [jax.random.key_data(keys), *egg.noise.normals(keys, shapes, tab)]
+
+    draws = jnp.arange(16)
+    for tab in (None, table):
+        want = jax.jit(jax.vmap(lambda i, t=tab: leaf_by_leaf(i, t)))(draws)
+        got = jax.jit(jax.vmap(lambda i, t=tab: at_once(i, t)))(draws)
+        for w, g in zip(want, got, strict=True):
+            np.testing.assert_array_equal(np.asarray(w), np.asarray(g))
+        for w, g in zip(leaf_by_leaf(7, tab), at_once(7, tab), strict=True):
+            np.testing.assert_array_equal(np.asarray(w), np.asarray(g))
