@@ -14,6 +14,7 @@ from eggroll.benchmarks import (
     llm_decode,
     lowrank_vs_naive,
     member_project,
+    noise_default,
     scaling,
     vs_evosax,
     vs_inference,
@@ -30,4 +31,5 @@ BENCHMARKS = (
     latency,
     llm_decode,
     device_check,
+    noise_default,
 )

@@ -398,16 +398,21 @@ class EGGROLL(Strategy):
     Args (beyond :class:`Strategy`):
       rank: rank r of each member's perturbation (1 ≤ r ≤ min(n_in, n_out) of every
         low-rank leaf). The population's update has rank up to ``min(N r, n_in, n_out)``.
+      noise: ``"table"`` by default (OpenES keeps ``"keys"``): EGGROLL's draws are
+        ``(n_in + n_out)·r`` numbers, tiny against the 2^20-entry table, and the table learns
+        as well as threefry keys while a generation runs 2–7× faster (docs/BENCHMARKS.md,
+        ``bench noise-default``); ``"keys"`` for exactly independent draws.
     """
 
     name = "EGGROLL"
 
     def __init__(
         self, population_size: int, sigma: float | Schedule,
-        optimizer: optax.GradientTransformation | None = None, *, rank: int = 1, **kwargs: Any,
+        optimizer: optax.GradientTransformation | None = None, *, rank: int = 1,
+        noise: str = "table", **kwargs: Any,
     ):  # fmt: skip
         self.rank = check_positive_int("rank", rank)
-        super().__init__(population_size, sigma, optimizer, **kwargs)
+        super().__init__(population_size, sigma, optimizer, noise=noise, **kwargs)
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "rank": self.rank}

@@ -134,7 +134,7 @@ def test_integer_step_exists_and_returns_aux():
 
 
 def test_keys_noise_means_no_table_in_every_state():
-    float_state = egg.EGGROLL(4, sigma=0.1).init(0, {"w": jnp.ones((3, 2))})
+    float_state = egg.EGGROLL(4, sigma=0.1, noise="keys").init(0, {"w": jnp.ones((3, 2))})
     int_state = integer.IntEGGROLL(4, noise="keys").init(0, {"w": jnp.ones((3, 2), jnp.int8)})
     assert float_state.noise_table is None and int_state.noise_table is None
     table = integer.IntEGGROLL(4, noise="table", table_size=1024).init(
@@ -175,3 +175,9 @@ def test_both_engines_leave_nonfinite_scores_out_of_the_statistics_and_count_the
     assert int(none_finite["nonfinite_scores"]) == 8 and np.isnan(
         float(none_finite["fitness_mean"])
     )
+
+
+def test_eggroll_defaults_to_the_noise_table_and_openes_to_keys():
+    """The fast path without flags: EGGROLL's small low-rank draws come from the table."""
+    assert egg.EGGROLL(4, sigma=0.1).noise == "table"
+    assert egg.OpenES(4, sigma=0.1).noise == "keys"  # whole-matrix draws would not fit
