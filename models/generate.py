@@ -19,7 +19,7 @@ population; pass per-member keys with ``in_axes=0`` for independent draws).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -85,21 +85,54 @@ def generate(
     Not jitted itself: wrap it in ``jax.jit`` with the keyword arguments bound (e.g.
     ``functools.partial``), or call it inside a jitted fitness function.
     """
+    check_decoding(max_new_tokens, temperature)
+    B, P = prompt.shape
+    prompt_mask = jnp.ones((B, P), bool) if prompt_mask is None else prompt_mask.astype(bool)
+    params = llm.cast_params(params, config.dtype)
+    logits, cache = llm.prefill(params, config, prompt, prompt_mask, P + max_new_tokens)
+
+    def advance(last: Array, cache: Any) -> tuple[Array, Any]:
+        logits, cache = llm.forward(params, config, last[:, None], None, cache)
+        return logits[:, 0], cache
+
+    return decode(
+        logits[:, -1], cache, advance, key, max_new_tokens=max_new_tokens,
+        temperature=temperature, stop_tokens=stop_tokens, pad_id=pad_id,
+    )  # fmt: skip
+
+
+def check_decoding(max_new_tokens: Any, temperature: Any) -> None:
+    """Refuse a length below 1 or a negative temperature (before anything is traced)."""
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be an integer ≥ 1, got {max_new_tokens!r}")
     if not temperature >= 0:
         raise ValueError(f"temperature must be ≥ 0 (0: greedy), got {temperature!r}")
-    B, P = prompt.shape
-    prompt_mask = jnp.ones((B, P), bool) if prompt_mask is None else prompt_mask.astype(bool)
-    params = llm.cast_params(params, config.dtype)
-    stops = jnp.asarray(tuple(stop_tokens), jnp.int32)
 
-    logits, cache = llm.prefill(params, config, prompt, prompt_mask, P + max_new_tokens)
+
+def decode(
+    first_logits: Array,
+    state: Any,
+    advance: Callable[[Array, Any], tuple[Array, Any]],
+    key: Array | None,
+    *,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    stop_tokens: Sequence[int] = (),
+    pad_id: int = 0,
+) -> Generation:
+    """The decoding loop every model family shares: choose a token from ``first_logits (B,
+    V)`` (the prompt's last position), then ``advance(last (B,), state) -> (logits (B, V),
+    state)`` inside one ``lax.while_loop`` until ``max_new_tokens`` or every row stopped.
+    ``state`` is the model's (a KV cache, a recurrent state); draws use ``fold_in(key, step)``
+    (``key`` may be ``None`` when greedy)."""
+    B = first_logits.shape[0]
+    stops = jnp.asarray(tuple(stop_tokens), jnp.int32)
 
     def emit(carry, logits):
         """Choose the token of step ``carry['step']`` and write it."""
         step, done = carry["step"], carry["done"]
-        token, logprob = _choose(logits, jax.random.fold_in(key, step), temperature)
+        step_key = jax.random.fold_in(key, step) if temperature > 0 else None
+        token, logprob = _choose(logits, step_key, temperature)
         token = jnp.where(done, pad_id, token)
         logprob = jnp.where(done, 0.0, logprob)
         hit = jnp.isin(token, stops) & ~done if stops.size else jnp.zeros_like(done)
@@ -122,16 +155,16 @@ def generate(
         "lengths": jnp.zeros((B,), jnp.int32),
         "stopped": jnp.zeros((B,), bool),
         "done": jnp.zeros((B,), bool),
-        "cache": cache,
+        "state": state,
     }
-    carry = emit(carry, logits[:, -1])
+    carry = emit(carry, first_logits)
 
     def cond(carry):
         return (carry["step"] < max_new_tokens) & ~jnp.all(carry["done"])
 
     def body(carry):
-        logits, cache = llm.forward(params, config, carry["last"][:, None], None, carry["cache"])
-        return emit({**carry, "cache": cache}, logits[:, 0])
+        logits, state = advance(carry["last"], carry["state"])
+        return emit({**carry, "state": state}, logits)
 
     carry = jax.lax.while_loop(cond, body, carry)
     return Generation(carry["tokens"], carry["logprobs"], carry["lengths"], carry["stopped"])

@@ -62,6 +62,7 @@ import numpy as np
 
 import eggroll as egg
 from eggroll.checkpoint import write_atomic
+from eggroll.models import generate as generate_lib
 from eggroll.models import llm
 from eggroll.models.generate import Generation
 from eggroll.models.hf import ModelFolderError
@@ -433,14 +434,6 @@ def prefill(params, config, tokens, mask=None) -> tuple[Array, State]:
 
 
 # ------------------------------------------------------------------------------ generation
-def _choose(logits: Array, key: Array, temperature: float) -> tuple[Array, Array]:
-    if temperature == 0:
-        token = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    else:
-        token = jax.random.categorical(key, logits / temperature, axis=-1).astype(jnp.int32)
-    return token, llm.token_logprobs(logits, token)
-
-
 def generate(
     params: Any,
     config: RWKV7Config,
@@ -459,54 +452,14 @@ def generate(
     size instead of a KV cache. One prefill and one ``lax.while_loop`` of :func:`step`; vmap it
     over member views to decode a population, each member with its own state. ``key`` may be
     ``None`` when greedy. Not jitted itself."""
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be an integer ≥ 1, got {max_new_tokens!r}")
-    if not temperature >= 0:
-        raise ValueError(f"temperature must be ≥ 0 (0: greedy), got {temperature!r}")
-    B, P = prompt.shape
+    generate_lib.check_decoding(max_new_tokens, temperature)
     params = cast_params(params, config.dtype)
-    stops = jnp.asarray(tuple(stop_tokens), jnp.int32)
     logits, state = prefill(params, config, prompt, prompt_mask)
-
-    def emit(carry, logits):
-        step_i, done = carry["step"], carry["done"]
-        step_key = jax.random.fold_in(key, step_i) if temperature > 0 else None
-        token, logprob = _choose(logits, step_key, temperature)
-        token = jnp.where(done, pad_id, token)
-        logprob = jnp.where(done, 0.0, logprob)
-        hit = jnp.isin(token, stops) & ~done if stops.size else jnp.zeros_like(done)
-        return {
-            **carry,
-            "step": step_i + 1,
-            "last": token,
-            "tokens": jax.lax.dynamic_update_index_in_dim(carry["tokens"], token, step_i, 1),
-            "logprobs": jax.lax.dynamic_update_index_in_dim(carry["logprobs"], logprob, step_i, 1),
-            "lengths": carry["lengths"] + (~done).astype(jnp.int32),
-            "stopped": carry["stopped"] | hit,
-            "done": done | hit,
-        }
-
-    carry = {
-        "step": jnp.zeros((), jnp.int32),
-        "last": jnp.zeros((B,), jnp.int32),
-        "tokens": jnp.full((B, max_new_tokens), pad_id, jnp.int32),
-        "logprobs": jnp.zeros((B, max_new_tokens), jnp.float32),
-        "lengths": jnp.zeros((B,), jnp.int32),
-        "stopped": jnp.zeros((B,), bool),
-        "done": jnp.zeros((B,), bool),
-        "state": state,
-    }
-    carry = emit(carry, logits[:, -1])
-
-    def cond(carry):
-        return (carry["step"] < max_new_tokens) & ~jnp.all(carry["done"])
-
-    def body(carry):
-        logits, state = step(params, config, carry["last"], carry["state"])
-        return emit({**carry, "state": state}, logits)
-
-    carry = jax.lax.while_loop(cond, body, carry)
-    return Generation(carry["tokens"], carry["logprobs"], carry["lengths"], carry["stopped"])
+    return generate_lib.decode(
+        logits[:, -1], state, lambda last, state: step(params, config, last, state), key,
+        max_new_tokens=max_new_tokens, temperature=temperature, stop_tokens=stop_tokens,
+        pad_id=pad_id,
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------------------ files
