@@ -85,6 +85,19 @@ def time_call(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
+def paired_seconds(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each call, the calls alternated in one loop (after one warm-up call
+    each), so a machine that slows down mid-run slows every contender alike."""
+    jax.block_until_ready([call() for call in calls.values()])
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            started = time.perf_counter()
+            jax.block_until_ready(call())
+            times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def add_row(rows: list[dict], row: dict, line: str) -> None:
     """Append ``row`` to ``rows`` and print its progress line: ``line`` formatted with the
     row's entries (``str.format`` fields named by its keys)."""

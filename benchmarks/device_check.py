@@ -65,18 +65,6 @@ def _ratio(value: float) -> float:
     return float(f"{value:.4g}")
 
 
-def paired(calls: dict[str, object], repeats: int) -> dict[str, float]:
-    """Median seconds of each call, the calls alternated in one loop after one warm-up each."""
-    jax.block_until_ready([call() for call in calls.values()])
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
-            started = time.perf_counter()
-            jax.block_until_ready(call())
-            times[name].append(time.perf_counter() - started)
-    return {name: float(np.median(t)) for name, t in times.items()}
-
-
 def compile_seconds(fn, *args) -> tuple[object, float]:
     """``(compiled, seconds)``: ``fn`` jitted and compiled ahead of time for ``args``."""
     started = time.perf_counter()
@@ -105,7 +93,7 @@ def layer_part(width: int, batch: int, repeats: int) -> list[dict]:
             lambda s, es=es: es.tell(s, es.evaluate(s, fitness, x, in_axes=0))[0].params, state
         )
         infer, _ = compile_seconds(inference, state.params)
-        t = paired(
+        t = common.paired_seconds(
             {
                 "inference": lambda infer=infer, p=state.params: infer(p),
                 "evaluate": lambda evaluate=evaluate, s=state: evaluate(s),
@@ -211,7 +199,7 @@ def llm_part(shape: str, members: tuple[int, ...], prompt_len: int, new_tokens: 
         tiled = jnp.tile(prompt, (n, 1))
         pop, pop_compile = compile_seconds(population, state)
         plain, plain_compile = compile_seconds(decode, params, tiled)
-        t = paired(
+        t = common.paired_seconds(
             {
                 "members": lambda pop=pop, s=state: pop(s),
                 "plain": lambda plain=plain, tiled=tiled: plain(params, tiled),

@@ -38,7 +38,7 @@ import optax
 
 import eggroll as egg
 from eggroll import noise as noise_lib
-from eggroll.benchmarks.common import machine_info, markdown_table
+from eggroll.benchmarks.common import machine_info, markdown_table, paired_seconds
 
 NAME = "noise-default"
 HELP = "default noise source: keys vs table (speed, RL/classification learning, estimator)"
@@ -191,15 +191,7 @@ def speed(populations: list[int], hidden: tuple[int, ...], repeats: int) -> list
                     return step(state)
 
             calls[label] = call
-        for fn in calls.values():  # compile and warm up
-            jax.block_until_ready(fn())
-        times: dict[str, list[float]] = {label: [] for label in calls}
-        for _ in range(repeats):
-            for label, fn in calls.items():
-                start = time.perf_counter()
-                jax.block_until_ready(fn())
-                times[label].append(time.perf_counter() - start)
-        ms = {label: 1e3 * statistics.median(t) for label, t in times.items()}
+        ms = {k: 1e3 * t for k, t in paired_seconds(calls, repeats).items()}
         for label in ("keys", "table", "keys-np"):
             row = {
                 "population": n,

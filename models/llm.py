@@ -240,24 +240,30 @@ def param_shapes(config: LLMConfig) -> dict[str, Any]:
     return shapes
 
 
-def init_params(key: Array, config: LLMConfig, std: float = 0.02) -> dict[str, Any]:
-    """Random float32 parameters: matrices ``N(0, std²)`` (Hugging Face's
-    ``initializer_range``), norm weights 1, biases 0."""
-    shapes = param_shapes(config)
+def init_by_name(key: Array, shapes: Any, init: Any) -> Any:
+    """A pytree of ``shapes`` (tuples) with each leaf ``init(name, shape, key)``: ``name`` is
+    the leaf's last path key, and every leaf gets its own split of ``key``."""
     flat, treedef = jax.tree_util.tree_flatten_with_path(
         shapes, is_leaf=lambda s: isinstance(s, tuple)
     )
     keys = jax.random.split(key, len(flat))
-    leaves = []
-    for (path, shape), k in zip(flat, keys, strict=True):
-        name = getattr(path[-1], "key", "")
-        if name in MATRIX_LEAVES:
-            leaves.append(std * jax.random.normal(k, shape, jnp.float32))
-        elif name.endswith("norm"):
-            leaves.append(jnp.ones(shape, jnp.float32))
-        else:
-            leaves.append(jnp.zeros(shape, jnp.float32))
+    leaves = [
+        init(getattr(path[-1], "key", ""), shape, k)
+        for (path, shape), k in zip(flat, keys, strict=True)
+    ]
     return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def init_params(key: Array, config: LLMConfig, std: float = 0.02) -> dict[str, Any]:
+    """Random float32 parameters: matrices ``N(0, std²)`` (Hugging Face's
+    ``initializer_range``), norm weights 1, biases 0."""
+
+    def init(name: str, shape: tuple[int, ...], k: Array) -> Array:
+        if name in MATRIX_LEAVES:
+            return std * jax.random.normal(k, shape, jnp.float32)
+        return (jnp.ones if name.endswith("norm") else jnp.zeros)(shape, jnp.float32)
+
+    return init_by_name(key, param_shapes(config), init)
 
 
 def leaf_rule(path: str, leaf: Any) -> str:

@@ -197,27 +197,21 @@ def init_params(key: Array, config: RWKV7Config) -> dict[str, Any]:
     """Random float32 parameters for tests and benchmarks (not the official initialisation):
     matrices ``N(0, 1/fan_in)`` (the embedding ``N(0, 1)``), norm weights 1, biases 0, mixing
     coefficients ``U(0, 1)``, ``k_k`` 1, the rest ``N(0, 0.5²)``."""
-    shapes = param_shapes(config)
-    flat, treedef = jax.tree_util.tree_flatten_with_path(
-        shapes, is_leaf=lambda s: isinstance(s, tuple)
-    )
-    keys = jax.random.split(key, len(flat))
-    leaves = []
-    for (path, shape), k in zip(flat, keys, strict=True):
-        name = getattr(path[-1], "key", "")
+
+    def init(name: str, shape: tuple[int, ...], k: Array) -> Array:
         if name == "embed":
-            leaves.append(jax.random.normal(k, shape, jnp.float32))
-        elif name in MATRIX_LEAVES:
-            leaves.append(jax.random.normal(k, shape, jnp.float32) / math.sqrt(shape[-2]))
-        elif name.endswith("_weight") or name == "k_k":
-            leaves.append(jnp.ones(shape, jnp.float32))
-        elif name.endswith("_bias"):
-            leaves.append(jnp.zeros(shape, jnp.float32))
-        elif name.startswith("x_") or name in ("ffn_x_k", "k_a"):
-            leaves.append(jax.random.uniform(k, shape, jnp.float32))
-        else:
-            leaves.append(0.5 * jax.random.normal(k, shape, jnp.float32))
-    return jax.tree_util.tree_unflatten(treedef, leaves)
+            return jax.random.normal(k, shape, jnp.float32)
+        if name in MATRIX_LEAVES:
+            return jax.random.normal(k, shape, jnp.float32) / math.sqrt(shape[-2])
+        if name.endswith("_weight") or name == "k_k":
+            return jnp.ones(shape, jnp.float32)
+        if name.endswith("_bias"):
+            return jnp.zeros(shape, jnp.float32)
+        if name.startswith("x_") or name in ("ffn_x_k", "k_a"):
+            return jax.random.uniform(k, shape, jnp.float32)
+        return 0.5 * jax.random.normal(k, shape, jnp.float32)
+
+    return llm.init_by_name(key, param_shapes(config), init)
 
 
 def leaf_rule(path: str, leaf: Any) -> str:
@@ -435,17 +429,10 @@ def prefill(params, config, tokens, mask=None) -> tuple[Array, State]:
 
 # ------------------------------------------------------------------------------ generation
 def generate(
-    params: Any,
-    config: RWKV7Config,
-    prompt: Array,
-    prompt_mask: Array | None,
-    key: Array,
-    *,
-    max_new_tokens: int,
-    temperature: float = 0.0,
-    stop_tokens: Sequence[int] = (),
+    params: Any, config: RWKV7Config, prompt: Array, prompt_mask: Array | None, key: Array, *,
+    max_new_tokens: int, temperature: float = 0.0, stop_tokens: Sequence[int] = (),
     pad_id: int = 0,
-) -> Generation:
+) -> Generation:  # fmt: skip
     """Continue ``prompt`` by up to ``max_new_tokens`` tokens: the same contract as
     :func:`eggroll.models.generate.generate` (greedy at temperature 0, ``fold_in(key, step)``
     draws, ``pad_id`` after a stop token, model log-probs), with a recurrent state of constant
