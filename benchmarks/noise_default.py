@@ -114,16 +114,9 @@ def with_noise(es: egg.Strategy, source: str) -> egg.Strategy:
     """The same strategy (class, population, σ, optimiser, shaping, leaf rule, rank, ...) with
     noise source ``source``: how this benchmark sets the source of a strategy that an
     application (``eggroll.train.rl.make_strategy``) built without one."""
-    kwargs: dict[str, Any] = dict(
-        antithetic=es.antithetic,
-        noise_reuse=es.noise_reuse,
-        shaping=es.shaping,
-        leaf_rule=es.leaf_rule,
-        chunk_size=es.chunk_size,
-        eval_batch_size=es.eval_batch_size,
-        noise=source,
-        table_size=es.table_size,
-    )
+    same = ("antithetic", "noise_reuse", "shaping", "leaf_rule", "chunk_size", "table_size")
+    kwargs: dict[str, Any] = {name: getattr(es, name) for name in same}
+    kwargs.update(eval_batch_size=es.eval_batch_size, noise=source)
     if isinstance(es, egg.EGGROLL):
         kwargs["rank"] = es.rank
     return type(es)(es.population_size, es.sigma, es.optimizer, **kwargs)

@@ -130,13 +130,7 @@ class LLMConfig:
             not isinstance(self.sliding_window, int) or self.sliding_window < 1
         ):
             raise ValueError(f"sliding_window must be None or ≥ 1, got {self.sliding_window!r}")
-        if self.compute_dtype not in COMPUTE_DTYPES:
-            raise ValueError(
-                f"compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}"
-            )
-        eos = self.eos_token_id
-        eos = () if eos is None else (eos,) if isinstance(eos, int) else tuple(eos)
-        object.__setattr__(self, "eos_token_id", eos)
+        check_dtype_and_eos(self)
         object.__setattr__(self, "rope_scaling", _normalise_rope_scaling(self.rope_scaling))
 
     @property
@@ -152,6 +146,16 @@ class LLMConfig:
     def replace(self, **changes: Any) -> LLMConfig:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
+
+
+def check_dtype_and_eos(config: Any, dtypes: tuple[str, ...] = COMPUTE_DTYPES) -> None:
+    """Shared by the model configs: refuse a ``compute_dtype`` not in ``dtypes`` and store
+    ``eos_token_id`` as a tuple (an int, a list or ``None`` from a config file)."""
+    if config.compute_dtype not in dtypes:
+        raise ValueError(f"compute_dtype must be one of {dtypes}, got {config.compute_dtype!r}")
+    eos = config.eos_token_id
+    eos = () if eos is None else (eos,) if isinstance(eos, int) else tuple(eos)
+    object.__setattr__(config, "eos_token_id", eos)
 
 
 def _normalise_rope_scaling(scaling: Any) -> tuple | None:

@@ -140,13 +140,7 @@ class RWKV7Config:
             raise ValueError(f"hidden_size={c} is not a multiple of head_size={self.head_size}")
         if not self.layer_norm_eps > 0 or not self.group_norm_eps > 0:
             raise ValueError("layer_norm_eps and group_norm_eps must be positive")
-        if self.compute_dtype not in COMPUTE_DTYPES:
-            raise ValueError(
-                f"compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}"
-            )
-        eos = self.eos_token_id
-        eos = () if eos is None else (eos,) if isinstance(eos, int) else tuple(eos)
-        object.__setattr__(self, "eos_token_id", eos)
+        llm.check_dtype_and_eos(self, COMPUTE_DTYPES)
 
     @property
     def num_heads(self) -> int:
