@@ -82,12 +82,8 @@ def attach_before(result: dict, before: dict) -> dict:
 def _ours(name: str, n: int, sigma: float, optimizer) -> egg.Strategy:
     if name == "OpenES":
         return egg.OpenES(n, sigma=sigma, optimizer=optimizer)
-    rank = int(name[-1])
-
-    def rule(path, leaf):  # what rl_train.py does: layers narrower than the rank get full noise
-        return "lowrank" if jnp.ndim(leaf) >= 2 and min(jnp.shape(leaf)[-2:]) >= rank else "full"
-
-    return egg.EGGROLL(n, sigma=sigma, rank=rank, optimizer=optimizer, leaf_rule=rule)
+    # The default leaf rule: every matrix low-rank, the 64 × 2 output layer at rank ≤ 2.
+    return egg.EGGROLL(n, sigma=sigma, rank=int(name[-1]), optimizer=optimizer)
 
 
 def _evosax_gen(n, params, sigma, optimizer, score_fn):
@@ -340,15 +336,35 @@ def rank_rows(populations, repeats: int) -> list[dict]:
             return gen, es.init(jax.random.key(3), params), None, None
 
         ms = steady_ms(make, ["eggroll r1", "eggroll r4"], repeats)
-        row = {
-            "problem": f"MLP 64-256x3-8, N={n}",
-            "rank1_ms": ms["eggroll r1"],
-            "rank4_ms": ms["eggroll r4"],
-            "rank4_over_rank1": round(ms["eggroll r4"] / ms["eggroll r1"], 2),
-        }
+        layers = list(zip(sizes[:-1], sizes[1:], strict=True))
+        row = rank_row(f"MLP 64-256x3-8, N={n}", ms, layers, n, rows_per_member=1)
         print(row, flush=True)
         rows.append(row)
     return rows
+
+
+def generation_macs(layers, n: int, rank: int, rows_per_member: int) -> int:
+    """Multiply-adds of one EGGROLL generation on dense layers ``[(n_in, n_out), ...]``: the
+    shared forward ``x @ W``, each member's ``(x @ A) @ Bᵀ`` and the estimator ``Σ_p w_p A_p
+    B_pᵀ`` over the N/2 draws (an ``(n_in, N r / 2) @ (N r / 2, n_out)`` product per layer)."""
+    forward = n * rows_per_member * sum(a * b for a, b in layers)
+    members = n * rows_per_member * sum(min(rank, a, b) * (a + b) for a, b in layers)
+    estimator = (n // 2) * sum(min(rank, a, b) * a * b for a, b in layers)
+    return forward + members + estimator
+
+
+def rank_row(problem: str, ms: dict, layers, n: int, rows_per_member: int) -> dict:
+    """Rank 4 over rank 1 in time and in multiply-adds, side by side."""
+    macs = [generation_macs(layers, n, r, rows_per_member) for r in (1, 4)]
+    ratio = ms["eggroll r4"] / ms["eggroll r1"]
+    return {
+        "problem": problem,
+        "rank1_ms": ms["eggroll r1"],
+        "rank4_ms": ms["eggroll r4"],
+        "rank4_over_rank1": round(ratio, 2),
+        "macs_rank4_over_rank1": round(macs[1] / macs[0], 2),
+        "time_over_macs": round(ratio / (macs[1] / macs[0]), 2),
+    }
 
 
 def egg_compile(repeats: int) -> dict:
@@ -411,6 +427,22 @@ def run(args: argparse.Namespace) -> dict:
     result = {"problems": problems}
     if "rank" in parts:
         result["rank"] = rank_rows(args.rank_populations, args.repeats)
+        cartpole = {
+            r["contender"]: r["ms_per_generation"]
+            for r in problems.get("cartpole", {}).get("rows", [])
+        }
+        if "eggroll r1" in cartpole and "eggroll r4" in cartpole:
+            steps = 500  # every member's episode runs the full masked length
+            result["rank"].insert(
+                0,
+                rank_row(
+                    f"CartPole harness, N={args.population}",
+                    cartpole,
+                    [(4, 64), (64, 64), (64, 2)],
+                    args.population,
+                    rows_per_member=steps,
+                ),
+            )
     if "egg" in parts:
         result["egg"] = egg_compile(args.compile_repeats)
         print("egg", result["egg"], flush=True)
@@ -443,7 +475,17 @@ def render(result: dict) -> str:
     if result.get("rank"):
         out.append("**Rank 4 vs rank 1** (evaluate + tell in one jit):\n")
         out.append(
-            markdown_table(result["rank"], ["problem", "rank1_ms", "rank4_ms", "rank4_over_rank1"])
+            markdown_table(
+                result["rank"],
+                [
+                    "problem",
+                    "rank1_ms",
+                    "rank4_ms",
+                    "rank4_over_rank1",
+                    "macs_rank4_over_rank1",
+                    "time_over_macs",
+                ],
+            )
             + "\n"
         )
     if result.get("egg"):

@@ -447,11 +447,11 @@ def overlap_rows(models: dict[str, tuple[egg.Strategy, Any]], table_size: int) -
 
 def table_offsets(seed: jax.Array, leaf: int, draws: int, size: int, es: egg.Strategy):
     """The table offsets of draws ``0..draws-1`` of a leaf at generation 0, derived the way
-    :func:`eggroll.noise.table_draw` does (the caller checks one against the draw itself)."""
+    the float strategies do (:func:`eggroll.noise.table_offsets`; the caller checks one against
+    the draw itself)."""
 
     def offset(i):
-        key = noise_lib.draw_key(seed, leaf, 0, i)
-        return jax.random.randint(key, (), 0, es.table_size - size + 1)
+        return noise_lib.table_offsets(seed, [leaf], 0, i, [size], es.table_size)[0]
 
     return jax.vmap(offset)(jnp.arange(draws))
 

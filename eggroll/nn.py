@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 from typing import Any
 
 import jax
@@ -107,9 +108,29 @@ def dense(x: Array, w: Array | LowRank) -> Array:
             f"dense expects a 2-D weight, got a stacked one of shape {w.base.shape}; "
             "index the stacking axis or scan over it"
         )
+    rank, rows = w.a.shape[-1], math.prod(x.shape[:-1])
+    if 1 < rank <= _COLUMN_MAX_RANK and rows <= _COLUMN_MAX_ROWS:
+        return x @ w.base + _correction_by_columns(x, w)
     xa = member_project(x, w.a)
     correction = (xa * w.scale.astype(x.dtype)) @ w.b.T.astype(x.dtype)
     return x @ w.base + correction
+
+
+# Rank > 1 with few rows per member: under the member vmap, ``x @ A`` is a batch of tiny
+# (rows × n_in) @ (n_in × r) products, which the CPU backend runs one small GEMM call per
+# member; r separate mat-vecs ``x @ A[:, j]`` become fused multiply-reduces instead. Measured
+# (64-wide layer in a 500-step scan, 256 members, AMD EPYC 2 cores): rank 4 took 2.4× rank 1
+# as one product and 1.5× as columns; columns stay ahead up to 64 rows and lose ~6 % at 256.
+_COLUMN_MAX_RANK = 8
+_COLUMN_MAX_ROWS = 64
+
+
+def _correction_by_columns(x: Array, w: LowRank) -> Array:
+    """``scale · (x @ a) @ bᵀ`` as a sum of ``rank`` rank-1 terms (same value, other kernels)."""
+    a, b = w.a.astype(x.dtype), w.b.astype(x.dtype)
+    scale = w.scale.astype(x.dtype)
+    terms = [((x @ a[:, j]) * scale)[..., None] * b[:, j] for j in range(a.shape[-1])]
+    return sum(terms[1:], terms[0])
 
 
 def embed(ids: Array, table: Array | LowRank) -> Array:

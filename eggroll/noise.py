@@ -10,9 +10,15 @@ member ``i`` itself without antithetic sampling). Members ``2p`` and ``2p + 1`` 
 share one draw with signs ``+1`` and ``-1``.
 
 A draw's numbers come either straight from the key (threefry normals), or, with a noise table,
-as a contiguous slice of a seed-made int8 table ``round(16 · N(0, 1))`` at a key-derived offset:
+as a contiguous slice of a seed-made int8 table ``round(16 · N(0, 1))`` at a random offset:
 one random integer per draw instead of one normal per entry. The table is made from the seed
 (never shipped) and is the same on every device and process.
+
+The float strategies derive a table draw's offset with one hash instead of the three fold-ins
+and a ``randint`` (:func:`table_offsets`): the first word of Threefry-2x32 of the counter
+``(leaf_id, noise_index)`` under the key ``fold_in(seed, epoch)``, modulo the number of valid
+offsets (a bias below ``table_size / 2³²``, 2.4e-4 relative for the default table). The
+integer strategy keeps the key-derived ``randint`` offsets of :func:`table_draw`.
 """
 
 from __future__ import annotations
@@ -150,6 +156,46 @@ def table_draw(table: Array, key: Array, shape: tuple[int, ...]) -> Array:
     return jax.lax.dynamic_slice(table, (offset,), (size,)).reshape(shape)
 
 
+def table_offsets(
+    seed: Array,
+    leaves: Sequence[int],
+    epoch: Array | int,
+    noise_index: Array | int,
+    sizes: Sequence[int],
+    table_size: int,
+) -> Array:
+    """Offsets ``(L,)`` int32 of one draw of ``sizes[j]`` table entries for each leaf id.
+
+    One Threefry-2x32 hash for all leaves (see the module docstring); a seed of another key
+    implementation falls back to ``draw_keys`` + ``randint``. Every offset ``o`` satisfies
+    ``0 ≤ o ≤ table_size − sizes[j]``; a draw larger than the table is a ``ValueError``.
+    """
+    for size in sizes:
+        if size > table_size:
+            raise ValueError(f"a draw of {size} entries does not fit a noise table of {table_size}")
+    spans = np.asarray([table_size - n + 1 for n in sizes], np.uint32)
+    if str(jax.random.key_impl(seed)) != "threefry2x32":
+        keys = draw_keys(seed, leaves, epoch, noise_index)
+        highs = jnp.asarray(spans.astype(np.int32))
+        return jax.vmap(lambda k, hi: jax.random.randint(k, (), 0, hi))(keys, highs)
+    data = jax.random.key_data(seed)
+    k1, k2 = _fold_in(data[..., 0], data[..., 1], epoch)
+    ids = jnp.asarray(np.asarray(leaves, np.uint32))
+    index = jnp.broadcast_to(jnp.asarray(noise_index).astype(jnp.uint32), ids.shape)
+    word, _ = _threefry2x32(k1, k2, ids, index)
+    return (word % jnp.asarray(spans)).astype(jnp.int32)
+
+
+def table_slices(table: Array, offsets: Array, shapes: Sequence[tuple[int, ...]]) -> list[Array]:
+    """Unit-variance float32 draws: ``shapes[j]`` entries of ``table`` from ``offsets[j]``."""
+    out = []
+    for j, shape in enumerate(shapes):
+        n = math.prod(shape)
+        piece = jax.lax.dynamic_slice(table, (offsets[j],), (n,)).reshape(shape)
+        out.append(piece.astype(jnp.float32) * TABLE_UNIT)
+    return out
+
+
 def _threefry_key_data(keys: Array) -> Array | None:
     """``(2, ...)`` uint32 key data when ``keys`` are threefry keys drawn the partitionable way
     (jax's default), the layout :func:`normals` reproduces; else ``None``."""
@@ -182,11 +228,7 @@ def normals(
             )
     highs = jnp.asarray(np.asarray([table.shape[0] - n + 1 for n in sizes], np.int32))
     offsets = jax.vmap(lambda k, hi: jax.random.randint(k, (), 0, hi))(keys, highs)
-    return [
-        jax.lax.dynamic_slice(table, (offsets[j],), (n,)).reshape(s).astype(jnp.float32)
-        * TABLE_UNIT
-        for j, (n, s) in enumerate(zip(sizes, shapes, strict=True))
-    ]
+    return table_slices(table, offsets, shapes)
 
 
 def normal(key: Array, shape: tuple[int, ...], table: Array | None = None) -> Array:

@@ -1,11 +1,12 @@
 """The population machinery every strategy shares: member views, ``evaluate``, ``ask``,
 ``tell``/``step``, the noise source and the chunked sum over noise draws.
 
-A subclass decides how one leaf is perturbed for one member (``_perturb``), how many noise
-numbers one draw of a leaf takes (``_draw_elements``) and how scores turn into an update
-(``_tell``); this base class owns the noise bookkeeping (which draw and sign a member uses, the
-per-leaf keys, the optional noise table), the leaf rule, the validation they share, the
-one-``vmap`` evaluation under ``jit`` and the chunked estimator loop.
+A subclass decides how one leaf is perturbed for one member (``_perturb``, or ``_view`` for all
+leaves of a member at once), how many noise numbers one draw of a leaf takes
+(``_draw_elements``) and how scores turn into an update (``_tell``); this base class owns the
+noise bookkeeping (which draw and sign a member uses, the per-leaf keys, the optional noise
+table), the leaf rule, the validation they share, the one-``vmap`` evaluation under ``jit`` and
+the chunked estimator loop.
 """
 
 from __future__ import annotations
@@ -373,9 +374,11 @@ class PopulationStrategy(abc.ABC):
         new_state, info = self.tell(state, scores)
         return new_state, info, aux
 
-    @abc.abstractmethod
     def _perturb(self, spec: LeafSpec, leaf: Array, key: Array, sign: Array, state: Any):
-        """One member's view of one leaf, from its draw ``key`` and antithetic ``sign``."""
+        """One member's view of one leaf, from its draw ``key`` and antithetic ``sign``: what
+        :meth:`_view` calls per leaf. A subclass overrides this, or :meth:`_view` itself (the
+        float strategies draw all leaves of a member at once)."""
+        raise NotImplementedError(f"{type(self).__name__} overrides neither _perturb nor _view")
 
     def member(self, state: Any, member: Array | int) -> Any:
         """The parameters seen by one member (``member`` may be traced: ``evaluate`` vmaps it).

@@ -219,23 +219,9 @@ class Strategy(PopulationStrategy):
             noise_table=table,
         )
 
-    def _perturb(self, spec: LeafSpec, leaf: Array, key: Array, sign: Array, state: ESState):
-        signed_sigma = self.sigma_at(state.generation) * sign
-        return self._perturb_scaled(spec, leaf, key, signed_sigma, state.noise_table)
-
-    def _perturb_scaled(
-        self, spec: LeafSpec, leaf: Array, key: Array, signed_sigma: Array, table: Array | None
-    ) -> Any:
-        eps = self._noise(spec, key, table)
-        return (leaf.astype(jnp.float32) + signed_sigma * eps).astype(leaf.dtype)
-
-    def _noise(self, spec: LeafSpec, key: Array, table: Array | None) -> Array:
-        """Dense noise ``E`` of one draw for a leaf (shape ``spec.shape``, float32)."""
-        return noise.fullrank_noise(key, spec.shape, table)
-
     # One member's view and one chunk of the estimator draw every leaf's noise together
-    # (``noise.draw_keys`` + ``noise.normals``: the same numbers as leaf by leaf, but one hash
-    # computation in the program instead of one per leaf, which dominates compile time).
+    # (``_draws``: one hash computation in the program for all leaves instead of one per leaf;
+    # hashing dominated the compile time of small problems).
     def _draw_shape(self, spec: LeafSpec) -> tuple[int, ...]:
         """Shape of the unit normals one draw of a (non-frozen) leaf takes."""
         return spec.shape
@@ -246,9 +232,21 @@ class Strategy(PopulationStrategy):
 
     def _draws(self, state: ESState, active: list[LeafSpec], index: Array) -> list[Array]:
         """Draw ``index`` of every leaf in ``active`` (unit normals, ``_draw_shape`` each)."""
-        keys = self._all_draw_keys(state, active, index)
         shapes = [self._draw_shape(s) for s in active]
-        return noise.normals(keys, shapes, state.noise_table)
+        table = state.noise_table
+        if table is None:
+            return noise.normals(self._all_draw_keys(state, active, index), shapes)
+        # One hash for the offsets of all leaves: half the compile time of a small problem's
+        # generation went to key derivation + randint (``bench latency``).
+        offsets = noise.table_offsets(
+            state.key,
+            [s.id for s in active],
+            state.generation // self.noise_reuse,
+            index,
+            [math.prod(shape) for shape in shapes],
+            table.shape[0],
+        )
+        return noise.table_slices(table, offsets, shapes)
 
     def _view(self, state: ESState, index: Array, sign: Array) -> Any:
         specs = self.leaf_specs(state.params)
@@ -290,13 +288,6 @@ class Strategy(PopulationStrategy):
         if self.antithetic:
             return shaped[0::2] - shaped[1::2], nonfinite
         return shaped, nonfinite
-
-    def _accumulate(
-        self, spec: LeafSpec, keys: Array, weights: Array, table: Array | None
-    ) -> Array:
-        """``Σ_p w_p E_p`` over one chunk of draws with keys ``(c,)``, shape ``spec.shape``."""
-        eps = jax.vmap(lambda k: self._noise(spec, k, table))(keys)
-        return jnp.tensordot(weights, eps, axes=1)
 
     def _estimate_scale(self, spec: LeafSpec) -> float:
         """Constant folded into ``1/(N σ)`` for a leaf (``1/√r`` for low-rank leaves)."""
@@ -396,8 +387,10 @@ class EGGROLL(Strategy):
     """EGGROLL: low-rank perturbations ``A Bᵀ/√r`` for matrix leaves.
 
     Args (beyond :class:`Strategy`):
-      rank: rank r of each member's perturbation (1 ≤ r ≤ min(n_in, n_out) of every
-        low-rank leaf). The population's update has rank up to ``min(N r, n_in, n_out)``.
+      rank: rank r of each member's perturbation. A leaf narrower than r (e.g. a 64 × 2
+        output layer at r = 4) is perturbed at rank ``min(n_in, n_out)``, which already
+        reaches every matrix of its shape (:meth:`leaf_rank`). The population's update has
+        rank up to ``min(N r, n_in, n_out)``.
       noise: ``"table"`` by default (OpenES keeps ``"keys"``): EGGROLL's draws are
         ``(n_in + n_out)·r`` numbers, tiny against the 2^20-entry table, and the table learns
         as well as threefry keys while a generation runs 2–7× faster (docs/BENCHMARKS.md,
@@ -417,47 +410,28 @@ class EGGROLL(Strategy):
     def config(self) -> dict[str, Any]:
         return {**super().config(), "rank": self.rank}
 
-    def _check_leaf(self, spec: LeafSpec, leaf: Any) -> None:
-        super()._check_leaf(spec, leaf)
-        if spec.kind == "lowrank" and self.rank > min(spec.n_in, spec.n_out):
-            raise ValueError(
-                f"rank={self.rank} exceeds min(n_in, n_out)={min(spec.n_in, spec.n_out)} of leaf "
-                f"{spec.path!r} with shape {spec.shape}: lower rank, or mark the leaf 'full'"
-            )
+    def leaf_rank(self, spec: LeafSpec) -> int:
+        """The rank a low-rank leaf is perturbed at: ``min(rank, n_in, n_out)``."""
+        return min(self.rank, spec.n_in, spec.n_out)
 
     def _draw_elements(self, spec: LeafSpec) -> int:
         if spec.kind != "lowrank":
             return math.prod(spec.shape)
-        return math.prod(spec.lead) * (spec.n_in + spec.n_out) * self.rank
-
-    def _perturb_scaled(
-        self, spec: LeafSpec, leaf: Array, key: Array, signed_sigma: Array, table: Array | None
-    ) -> Any:
-        if spec.kind != "lowrank":
-            return super()._perturb_scaled(spec, leaf, key, signed_sigma, table)
-        a, b = noise.lowrank_factors(key, spec.lead, spec.n_in, spec.n_out, self.rank, table)
-        scale = jnp.broadcast_to(signed_sigma / math.sqrt(self.rank), spec.lead)
-        return LowRank(leaf, a, b, scale.astype(jnp.float32))
-
-    def _noise(self, spec: LeafSpec, key: Array, table: Array | None) -> Array:
-        if spec.kind != "lowrank":
-            return super()._noise(spec, key, table)
-        a, b = noise.lowrank_factors(key, spec.lead, spec.n_in, spec.n_out, self.rank, table)
-        return jnp.einsum("...ir,...or->...io", a, b)
+        return math.prod(spec.lead) * (spec.n_in + spec.n_out) * self.leaf_rank(spec)
 
     def _estimate_scale(self, spec: LeafSpec) -> float:
-        return 1.0 / math.sqrt(self.rank) if spec.kind == "lowrank" else 1.0
+        return 1.0 / math.sqrt(self.leaf_rank(spec)) if spec.kind == "lowrank" else 1.0
 
     def _draw_shape(self, spec: LeafSpec) -> tuple[int, ...]:
         if spec.kind != "lowrank":
             return spec.shape
-        return (*spec.lead, spec.n_in + spec.n_out, self.rank)
+        return (*spec.lead, spec.n_in + spec.n_out, self.leaf_rank(spec))
 
     def _view_leaf(self, spec: LeafSpec, leaf: Array, z: Array, signed_sigma: Array) -> Any:
         if spec.kind != "lowrank":
             return super()._view_leaf(spec, leaf, z, signed_sigma)
         a, b = z[..., : spec.n_in, :], z[..., spec.n_in :, :]
-        scale = jnp.broadcast_to(signed_sigma / math.sqrt(self.rank), spec.lead)
+        scale = jnp.broadcast_to(signed_sigma / math.sqrt(self.leaf_rank(spec)), spec.lead)
         return LowRank(leaf, a, b, scale.astype(jnp.float32))
 
     def _chunk_sum(self, spec: LeafSpec, z: Array, weights: Array) -> Array:
@@ -465,17 +439,5 @@ class EGGROLL(Strategy):
             return super()._chunk_sum(spec, z, weights)
         # One contraction over (draw, rank): Σ_p w_p A_p B_pᵀ, never a (chunk, n_in, n_out) tensor.
         a, b = z[..., : spec.n_in, :], z[..., spec.n_in :, :]
-        weighted = a * weights.reshape((-1,) + (1,) * (a.ndim - 1))
-        return jnp.einsum("c...ir,c...or->...io", weighted, b)
-
-    def _accumulate(
-        self, spec: LeafSpec, keys: Array, weights: Array, table: Array | None
-    ) -> Array:
-        if spec.kind != "lowrank":
-            return super()._accumulate(spec, keys, weights, table)
-        # One contraction over (draw, rank): Σ_p w_p A_p B_pᵀ, never an (chunk, n_in, n_out) tensor.
-        a, b = jax.vmap(
-            lambda k: noise.lowrank_factors(k, spec.lead, spec.n_in, spec.n_out, self.rank, table)
-        )(keys)
         weighted = a * weights.reshape((-1,) + (1,) * (a.ndim - 1))
         return jnp.einsum("c...ir,c...or->...io", weighted, b)

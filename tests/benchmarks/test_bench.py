@@ -142,3 +142,13 @@ def test_latency_rank_rows_run_small():
 
     rows = latency.rank_rows([8], 1)
     assert rows[0]["rank1_ms"] > 0 and rows[0]["rank4_over_rank1"] > 0
+    assert rows[0]["macs_rank4_over_rank1"] > 1
+
+
+def test_generation_macs_count_the_forward_members_and_estimator():
+    from eggroll.benchmarks import latency
+
+    # One 3 × 2 layer, N = 4, one row each, rank 1: forward 4·6, members 4·1·5, estimator 2·6.
+    assert latency.generation_macs([(3, 2)], 4, 1, 1) == 24 + 20 + 12
+    # Rank above the layer's width is capped as EGGROLL caps it.
+    assert latency.generation_macs([(3, 2)], 4, 4, 1) == latency.generation_macs([(3, 2)], 4, 2, 1)

@@ -3,6 +3,7 @@ to change."""
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import eggroll as egg
@@ -40,10 +41,17 @@ def test_invalid_config_is_rejected(kwargs, message):
         egg.EGGROLL(**kwargs)
 
 
-def test_rank_larger_than_leaf_is_rejected_at_init():
+def test_a_leaf_narrower_than_the_rank_is_perturbed_at_its_full_rank():
     es = egg.EGGROLL(8, sigma=0.1, rank=4)
-    with pytest.raises(ValueError, match=r"rank=4 exceeds min\(n_in, n_out\)=3 of leaf 'w'"):
-        es.init(jax.random.key(0), {"w": jnp.zeros((3, 10))})
+    params = {"w": jnp.zeros((3, 10)), "v": jnp.zeros((10, 6))}
+    state = es.init(jax.random.key(0), params)
+    view = es.ask(state)[2]
+    assert view["w"].a.shape == (3, 3) and view["w"].b.shape == (10, 3)  # rank min(3, 10)
+    assert view["v"].a.shape == (10, 4) and view["v"].b.shape == (6, 4)  # the strategy's rank
+    dense = np.asarray(view["w"].materialize())
+    assert np.linalg.matrix_rank(dense) == 3
+    # The estimate keeps unit-variance noise: 1/√3 for the capped leaf.
+    assert es._estimate_scale(es.leaf_specs(params)[1]) == pytest.approx(3**-0.5)
 
 
 def test_integer_leaves_are_rejected_in_float_mode():

@@ -66,3 +66,24 @@ def test_lowrank_indexing_past_stacking_axes_is_rejected(setup):
     w = es.ask(state)[0]["w_in"]
     with pytest.raises(IndexError, match="stacking axes"):
         w[0]
+
+
+@pytest.mark.parametrize("rows", [(), (3,), (70,)])
+@pytest.mark.parametrize("rank", [1, 4])
+def test_dense_on_a_view_equals_the_materialised_matrix_for_every_row_count(rows, rank):
+    # Few rows at rank > 1 take the column-by-column path, many rows the single product:
+    # both equal x @ materialize(), per member under vmap too.
+    k = jax.random.split(jax.random.key(rank), 4)
+    members, n_in, n_out = 3, 6, 5
+    base = jax.random.normal(k[0], (n_in, n_out))
+    a = jax.random.normal(k[1], (members, n_in, rank))
+    b = jax.random.normal(k[2], (members, n_out, rank))
+    scale = jnp.array([0.5, -0.5, 0.25])
+    x = jax.random.normal(k[3], (members, *rows, n_in))
+    views = egg.LowRank(jnp.broadcast_to(base, (members, n_in, n_out)), a, b, scale)
+    got = jax.vmap(lambda xi, ai, bi, si: egg.nn.dense(xi, egg.LowRank(base, ai, bi, si)))(
+        x, a, b, scale
+    )
+    for i in range(members):
+        expected = x[i] @ views[i].materialize()
+        np.testing.assert_allclose(got[i], expected, rtol=1e-5, atol=1e-5)

@@ -116,3 +116,43 @@ def test_all_leaves_at_once_are_the_same_numbers_as_leaf_by_leaf():
             np.testing.assert_array_equal(np.asarray(w), np.asarray(g))
         for w, g in zip(leaf_by_leaf(7, tab), at_once(7, tab), strict=True):
             np.testing.assert_array_equal(np.asarray(w), np.asarray(g))
+
+
+def test_table_offsets_are_the_ones_member_views_use_and_cover_the_table():
+    es = egg.EGGROLL(64, sigma=1.0, rank=2, table_size=4096)  # the default noise: the table
+    params = {"w": jnp.zeros((40, 30)), "b": jnp.zeros(30)}
+    state = es.init(jax.random.key(3), params)
+    specs = {s.path: s for s in es.leaf_specs(params)}
+    table = np.asarray(state.noise_table, np.float32) * egg.noise.TABLE_UNIT
+    view = es.ask(state)[10]  # draw 5
+    sizes = [70 * 2, 30]
+    offsets = egg.noise.table_offsets(state.key, [specs["w"].id, specs["b"].id], 0, 5, sizes, 4096)
+    w_draw = np.concatenate([np.asarray(view["w"].a), np.asarray(view["w"].b)]).reshape(-1)
+    np.testing.assert_allclose(w_draw, table[int(offsets[0]) : int(offsets[0]) + 140], rtol=1e-6)
+    b_noise = np.asarray(view["b"]) - 0.0  # σ = 1, sign +1, zero base
+    np.testing.assert_allclose(b_noise, table[int(offsets[1]) : int(offsets[1]) + 30], rtol=1e-6)
+    # Over many draws the offsets stay in range and spread over every valid position.
+    many = jax.vmap(lambda i: egg.noise.table_offsets(state.key, [7, 8], 3, i, [4000, 1], 4096))(
+        jnp.arange(20000)
+    )
+    many = np.asarray(many)
+    assert many[:, 0].min() == 0 and many[:, 0].max() == 96  # 97 valid offsets, all hit
+    assert many[:, 1].min() >= 0 and many[:, 1].max() <= 4095
+    counts = np.bincount(many[:, 0], minlength=97)
+    assert counts.min() > 0.6 * counts.mean()  # roughly uniform (expected 206 each)
+    same_size = jax.vmap(lambda i: egg.noise.table_offsets(state.key, [7, 8], 3, i, [1, 1], 4096))(
+        jnp.arange(100)
+    )
+    assert np.mean(np.asarray(same_size[:, 0] == same_size[:, 1])) < 0.05  # leaves differ
+    with pytest.raises(ValueError, match="does not fit"):
+        egg.noise.table_offsets(state.key, [7], 0, 0, [5000], 4096)
+
+
+def test_table_offsets_from_a_key_of_another_implementation_fall_back_to_randint():
+    seed = jax.random.key(0, impl="rbg")
+    offsets = jax.vmap(lambda i: egg.noise.table_offsets(seed, [1, 2], 0, i, [10, 20], 64))(
+        jnp.arange(200)
+    )
+    offsets = np.asarray(offsets)
+    assert offsets[:, 0].max() <= 54 and offsets[:, 1].max() <= 44 and offsets.min() >= 0
+    assert len(np.unique(offsets[:, 0])) > 30

@@ -1,7 +1,9 @@
 """Fitness shaping functions."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from eggroll import shaping
 
@@ -37,3 +39,17 @@ def test_clean_nonfinite_scores_them_as_worst():
     cleaned, frac = shaping.clean_nonfinite(jnp.array([1.0, jnp.nan, 4.0, -jnp.inf]))
     np.testing.assert_array_equal(cleaned, [1.0, 1.0, 4.0, 1.0])
     assert float(frac) == 0.5
+
+
+@pytest.mark.parametrize("n", [7, 1024, 1025, 3000])
+def test_centered_rank_averages_ties_on_both_sides_of_the_pairwise_limit(n):
+    # Small populations compare all pairs, large ones sort: both give the average rank of a
+    # tie group, checked against a brute-force count.
+    rng = np.random.default_rng(n)
+    f = rng.integers(-5, 6, n).astype(np.float32)  # many ties
+    f[: n // 3] = rng.normal(size=n // 3)  # and distinct values
+    smaller = (f[None, :] < f[:, None]).sum(1)
+    equal = (f[None, :] == f[:, None]).sum(1)
+    expected = (smaller + (equal - 1) / 2) / (n - 1) - 0.5
+    out = np.asarray(jax.jit(shaping.centered_rank)(jnp.asarray(f)))
+    np.testing.assert_allclose(out, expected, atol=1e-6)
