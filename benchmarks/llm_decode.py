@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 import eggroll as egg
-from eggroll.benchmarks.common import add_row, make_result, markdown_table, time_call
+from eggroll.benchmarks.common import add_row, make_result, markdown_table, paired_seconds
 
 NAME = "llm-decode"
 HELP = "LLM decoding: N members vs the unperturbed model"
@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> dict:
     """Generated tokens/s of N EGGROLL members decoding together (each its own low-rank
     perturbation, all sharing one prompt batch, one ``vmap`` over members) against the
     unperturbed model decoding the same number of sequences (the prompt batch tiled N times).
-    Prefill and the whole decode loop are timed; no stop tokens, so every row runs to the end."""
+    Prefill and the whole decode loop are timed, the two calls alternated (medians); no stop
+    tokens, so every row runs to the end."""
     rows, described = [], []
     for name in args.models:
         model = _model(name, args)
@@ -139,8 +140,11 @@ def _row(name: str, model: dict, n: int, args: argparse.Namespace) -> dict:
     compile_s = time.perf_counter() - start
     tiled = jnp.tile(prompt, (n, 1))
     plain = jax.jit(lambda p: decode(p, prompt=tiled).tokens)
-    t_pop = time_call(lambda: population(state), args.repeats)
-    t_plain = time_call(lambda: plain(params), args.repeats)
+    # Alternated in one loop (medians), so a machine that slows down mid-run slows both.
+    seconds = paired_seconds(
+        {"population": lambda: population(state), "plain": lambda: plain(params)}, args.repeats
+    )
+    t_pop, t_plain = seconds["population"], seconds["plain"]
     tokens = n * args.batch * args.new_tokens
     return {
         "model": name,

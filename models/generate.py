@@ -24,6 +24,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax import custom_batching
 
 from eggroll.models import llm
 
@@ -101,6 +102,22 @@ def generate(
     )  # fmt: skip
 
 
+@custom_batching.custom_vmap
+def _all_rows(done: Array) -> Array:
+    """``jnp.all(done)``, and under ``vmap`` (members) all of every batch's rows: the loop's
+    condition stays one unbatched boolean. With a batched condition ``vmap`` of a
+    ``while_loop`` selects every carried array (the decoding state of every member, each
+    step) between its old and new value; here rows that are done already keep their outputs
+    unchanged in :func:`decode`'s body, so running them on until every row is done gives the
+    same result without that copy."""
+    return jnp.all(done)
+
+
+@_all_rows.def_vmap
+def _all_rows_batched(axis_size, in_batched, done):
+    return _all_rows(done), False
+
+
 def check_decoding(max_new_tokens: Any, temperature: Any) -> None:
     """Refuse a length below 1 or a negative temperature (before anything is traced)."""
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
@@ -160,7 +177,7 @@ def decode(
     carry = emit(carry, first_logits)
 
     def cond(carry):
-        return (carry["step"] < max_new_tokens) & ~jnp.all(carry["done"])
+        return (carry["step"] < max_new_tokens) & ~_all_rows(carry["done"])
 
     def body(carry):
         logits, state = advance(carry["last"], carry["state"])

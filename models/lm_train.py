@@ -181,12 +181,27 @@ def evaluate_loss(params: Any, config: llm.LLMConfig, batches: Iterable[np.ndarr
 
 
 # ------------------------------------------------------------------------------ policy gradient
+def sequence_logits(params: Any, config: Any, tokens: Array, mask: Array) -> Array:
+    """Logits ``(B, T, V)`` of a left-padded batch for either model family: the Llama family
+    (:func:`eggroll.models.llm.forward`, causal attention) or RWKV-7
+    (:func:`eggroll.models.rwkv7.forward`, the recurrence over the whole sequence from the
+    zero state; padding leaves the state unchanged). Differentiable in ``params``."""
+    from eggroll.models import rwkv7
+
+    if isinstance(config, rwkv7.RWKV7Config):
+        logits, _ = rwkv7.forward(params, config, tokens, mask)
+    else:
+        logits, _ = llm.forward(params, config, tokens, mask)
+    return logits
+
+
 def completion_logprobs(
     params: Any, config: llm.LLMConfig, prompt: Array, prompt_mask: Array,
     completion: Array, lengths: Array, temperature: float = 1.0,
 ) -> tuple[Array, Array]:  # fmt: skip
     """``log p(completion tokens | prompt)`` under ``softmax(logits / temperature)``,
-    differentiable (the policy a sampler at that temperature draws from).
+    differentiable (the policy a sampler at that temperature draws from). ``config`` is an
+    :class:`~eggroll.models.llm.LLMConfig` or an :class:`~eggroll.models.rwkv7.RWKV7Config`.
 
     Args:
       prompt: ``(B, P)`` left-padded ids with ``prompt_mask (B, P)`` (as given to
@@ -202,7 +217,7 @@ def completion_logprobs(
     T = completion.shape[1]
     tokens = jnp.concatenate([prompt, completion.astype(prompt.dtype)], axis=1)
     mask = jnp.concatenate([prompt_mask.astype(bool), jnp.ones((B, T), bool)], axis=1)
-    logits, _ = llm.forward(params, config, tokens[:, :-1], mask[:, :-1])
+    logits = sequence_logits(params, config, tokens[:, :-1], mask[:, :-1])
     valid = jnp.arange(T)[None, :] < lengths[:, None]
     logprobs = llm.token_logprobs(logits[:, P - 1 :] / temperature, completion)
     return jnp.where(valid, logprobs, 0.0), valid

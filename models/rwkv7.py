@@ -39,8 +39,9 @@ Layer 0's ``v0, v1, v2`` exist (stacking needs them) but are unused, as in the r
 
 Two paths: :func:`forward` runs a whole (left-padded) prompt per layer, the projections as
 one GEMM over all tokens and the WKV recurrence as a ``lax.scan`` over time; :func:`step`
-runs one token per sequence with no scan over time. :func:`generate` is a prefill then
-:func:`step` inside one ``lax.while_loop``. Model folders (``config.json`` with
+runs one token per sequence with no scan over time (the layers unrolled). :func:`generate`
+is a prefill then that step inside one ``lax.while_loop``, with the state and the parameters
+split per layer once, before the loop. Model folders (``config.json`` with
 ``model_type: rwkv7`` + ``model.safetensors`` with the official tensor names) are made from
 the official ``.pth`` releases by :mod:`eggroll.models.rwkv_convert`.
 """
@@ -412,8 +413,46 @@ def forward(
 def step(params: Any, config: RWKV7Config, token: Array, state: State) -> tuple[Array, State]:
     """One token per sequence: ``token (B,)`` → ``(logits (B, V) float32, state)``; no scan
     over time (the decode step)."""
-    logits, state = _run(params, config, token[:, None], None, state)
-    return logits[:, 0], state
+    params = cast_params(params, config.dtype)
+    logits, layers = _step_layers(
+        _split_layers(params), config, token, _split_state(state, config.num_layers)
+    )
+    return logits, State(*(jnp.stack(part) for part in zip(*layers, strict=True)))
+
+
+# The decode loop keeps every layer's state (and parameters) as separate arrays. Stacked
+# ``(L, ...)`` arrays scanned over layers cost a population more than the model: under a
+# ``vmap`` over members the state is ``(members, L, ...)``, and ``lax.scan`` slices the layer
+# axis only after moving it in front, a transposed copy of every member's whole state into
+# and out of each step plus a fresh output buffer. Per-layer arrays are updated in place by
+# the unrolled layers, and the per-layer parameter slices are made once per call, not per token.
+def _split_layers(params: Any) -> list[Any]:
+    """``params["layers"]`` as one pytree per layer (views sliced on their stacking axis)."""
+    layers = params["layers"]
+    count = jax.tree_util.tree_leaves(layers)[0].shape[0]
+    is_view = lambda x: isinstance(x, LowRank)  # noqa: E731
+    return [
+        {**params, "layers": jax.tree_util.tree_map(lambda p, i=i: p[i], layers, is_leaf=is_view)}
+        for i in range(count)
+    ]
+
+
+def _split_state(state: State, layers: int) -> list[tuple[Array, Array, Array]]:
+    return [(state.att_shift[i], state.wkv[i], state.ffn_shift[i]) for i in range(layers)]
+
+
+def _step_layers(per_layer, c: RWKV7Config, token, layer_states):
+    """:func:`step` on :func:`_split_layers` parameters (cast) and per-layer states: the
+    layers unrolled, no scan. Returns ``(logits (B, V), new per-layer states)``."""
+    top = per_layer[0]
+    x = egg.nn.embed(token[:, None], top["embed"]).astype(jnp.float32)
+    x = layer_norm(x, top["ln0_weight"], top["ln0_bias"], c.layer_norm_eps)
+    v_first, states = jnp.zeros_like(x), []
+    for i, (params, layer_state) in enumerate(zip(per_layer, layer_states, strict=True)):
+        x, v_first, layer_state = _block(x, v_first, params["layers"], i == 0, layer_state, None, c)
+        states.append(tuple(layer_state))
+    x = layer_norm(x, top["ln_out_weight"], top["ln_out_bias"], c.layer_norm_eps)
+    return _dense(x[:, 0], top["head"], c.dtype), states
 
 
 def prefill(params, config, tokens, mask=None) -> tuple[Array, State]:
@@ -436,8 +475,13 @@ def generate(
     generate_lib.check_decoding(max_new_tokens, temperature)
     params = cast_params(params, config.dtype)
     logits, state = prefill(params, config, prompt, prompt_mask)
+    per_layer = _split_layers(params)
+
+    def advance(last, layer_states):
+        return _step_layers(per_layer, config, last, layer_states)
+
     return generate_lib.decode(
-        logits[:, -1], state, lambda last, state: step(params, config, last, state), key,
+        logits[:, -1], _split_state(state, config.num_layers), advance, key,
         max_new_tokens=max_new_tokens, temperature=temperature, stop_tokens=stop_tokens,
         pad_id=pad_id,
     )  # fmt: skip

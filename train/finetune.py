@@ -486,8 +486,6 @@ class Trainer(loop.Trainer):
         self.model_dir = Path(cfg.model) if cfg.model else ensure_base_model(cfg, task, say)
         try:
             if rwkv7.is_model_folder(self.model_dir):
-                if cfg.method == "grpo":
-                    raise ValueError("--method grpo supports Llama-family models, not RWKV-7")
                 params, model = rwkv7.load(self.model_dir)
                 tokenizer = rwkv7.load_tokenizer(self.model_dir, model)
             else:

@@ -13,7 +13,7 @@ import pytest
 from safetensors.numpy import load_file
 
 import eggroll as egg
-from eggroll.models import hf, rwkv7, rwkv_convert
+from eggroll.models import hf, lm_train, rwkv7, rwkv_convert
 from tests.models.llm_fixtures import FIXTURES
 
 VARIANTS = ("rwkv7_a", "rwkv7_b")
@@ -226,3 +226,39 @@ def test_loader_errors(tmp_path):
         rwkv7.load(folder)
     with pytest.raises(hf.ModelFolderError, match="unsupported architecture"):
         hf.load(FIXTURES / "rwkv7_a")  # the HF loader names the model type it cannot read
+
+
+# ------------------------------------------------------------------------------ GRPO, bf16
+def test_completion_logprobs_follow_the_recurrence():
+    """The GRPO baseline's log-probs (one differentiable :func:`rwkv7.forward` over prompt +
+    answer) equal the sampler's, which come from prefill + one-token steps; the policy step
+    itself is tested in test_rwkv7_finetune.py."""
+    params, config, f = _load("rwkv7_a")
+    prompt, mask = jnp.asarray(f["prompt"]), jnp.asarray(f["mask"])
+    out = _generator(config, 6, 1.0)(params, prompt=prompt, prompt_mask=mask, key=jax.random.key(1))
+    lengths = jnp.array([6, 4])  # the second answer counts 4 tokens
+    score = jax.jit(lm_train.completion_logprobs, static_argnums=1)
+    logprobs, valid = score(params, config, prompt, mask, out.tokens, lengths)
+    np.testing.assert_allclose(logprobs[0], out.logprobs[0], atol=1e-5)
+    np.testing.assert_allclose(logprobs[1, :4], out.logprobs[1, :4], atol=1e-5)
+    np.testing.assert_array_equal(valid.sum(1), [6, 4])
+    assert np.all(np.asarray(logprobs[1, 4:]) == 0)
+
+
+def test_bfloat16_compute_is_close_to_float32_for_the_model_and_a_member_view():
+    params, config, f = _load("rwkv7_b")
+    bf16 = config.replace(compute_dtype="bfloat16")
+    want, _ = forward(params, config, f["prompt"], f["mask"])
+    got, state = forward(params, bf16, f["prompt"], f["mask"])
+    assert got.dtype == jnp.float32 and state.wkv.dtype == jnp.float32  # stats and state f32
+    real = np.asarray(f["mask"])[..., None]
+    err = np.max(np.abs(np.where(real, np.asarray(got) - np.asarray(want), 0.0)))
+    assert err <= 0.05 * np.max(np.abs(np.where(real, want, 0.0)))  # bf16 has 8 mantissa bits
+    # A member's view in bf16 computes what its materialised weights do (within bf16).
+    es = egg.EGGROLL(2, sigma=0.05, rank=2, leaf_rule=rwkv7.leaf_rule)
+    member = es.member(es.init(jax.random.key(0), params), 1)
+    via_view, _ = forward(member, bf16, f["prompt"], f["mask"])
+    via_dense, _ = forward(egg.materialize(member), bf16, f["prompt"], f["mask"])
+    gap = np.max(np.abs(np.where(real, np.asarray(via_view) - np.asarray(via_dense), 0.0)))
+    assert gap <= 0.05 * np.max(np.abs(np.where(real, via_dense, 0.0)))
+    assert np.max(np.abs(np.where(real, np.asarray(via_dense) - np.asarray(got), 0.0))) > 0
