@@ -4,7 +4,8 @@ extra: evosax, gymnax).
 
     python scripts/bench.py latency [--parts cartpole mlp rank egg solve]
 
-- ``cartpole``: MLP 4→64→64→2 tanh, one 500-step masked CartPole-v1 episode per member,
+- ``cartpole``: MLP 4→64→64→2 tanh, one 500-step masked CartPole-v1 episode per member
+  (``loop="scan"``: every generation the same work, whatever the episodes' lengths),
   population 256, σ = 0.2, SGD 0.1 (the ``vs-evosax`` harness).
 - ``mlp``: a black-box 2-layer MLP classifier (32→128→10, a random-teacher data set), the
   accuracy of one shared minibatch of 256 as fitness, population 512, σ = 0.05, Adam 0.01.
@@ -122,20 +123,20 @@ def cartpole_problem(n: int) -> Callable[[str], tuple]:
 
     def mean_eval(p):
         keys = jax.random.split(jax.random.key(99), 32)
-        return jnp.mean(rl.episodes(task, policy, p, keys, stats, normalise=False).ret)
+        return jnp.mean(rl.episodes(task, policy, p, keys, stats, normalise=False, loop="scan").ret)
 
     def make(name: str):
         if name == "evosax Open_ES":
 
             def score(member, key, counter):
                 keys = jax.random.split(key, 1)
-                eps = rl.episodes(task, policy, member, keys, stats, normalise=False)
+                eps = rl.episodes(task, policy, member, keys, stats, normalise=False, loop="scan")
                 return jnp.mean(eps.ret)
 
             gen, state, mean_of = _evosax_gen(n, params, sigma, optax.sgd(lr), score)
             return gen, state, mean_eval, mean_of
         es = _ours(name, n, sigma, optax.sgd(lr))
-        fitness = rl.make_fitness(task, policy, normalise=False)
+        fitness = rl.make_fitness(task, policy, normalise=False, loop="scan")
 
         def gen(state):
             key = jax.random.fold_in(jax.random.key(5), state.generation)

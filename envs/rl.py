@@ -1,10 +1,12 @@
-"""gymnax environments as ES fitness: fixed-length masked rollouts, vmapped over episodes.
+"""gymnax environments as ES fitness: rollouts that stop at the end of the episode, vmapped.
 
-An episode is a ``lax.scan`` of ``max_steps`` environment steps. gymnax 1.0 returns
-``terminated`` and ``truncated`` separately and auto-resets when either is set; the rollout
-keeps an ``alive`` mask that drops to 0 at the first ``terminated | truncated``, so rewards of
-the auto-reset continuation are never counted. Observations are flattened; optional running
-normalisation uses statistics that live in the training state (and its checkpoints).
+An episode is a ``lax.while_loop`` of at most ``max_steps`` environment steps (or, with
+``loop="scan"``, a fixed-length masked ``lax.scan``). gymnax 1.0 returns ``terminated`` and
+``truncated`` separately and auto-resets when either is set; the rollout keeps an ``alive``
+mask that drops to 0 at the first ``terminated | truncated``, so rewards of the auto-reset
+continuation are never counted, and the while loop ends once every episode of a batch has.
+Observations are flattened; optional running normalisation uses statistics that live in the
+training state (and its checkpoints).
 """
 
 from __future__ import annotations
@@ -169,6 +171,23 @@ def to_action(spec: EnvSpec, outputs: Array, key: Array, sample: bool, squash: b
     return action.reshape(spec.env.action_space(spec.env_params).shape)
 
 
+LOOPS = ("while", "scan")
+
+
+def _step_without_reset(
+    spec: EnvSpec, key: Array, state: Any, action: Array
+) -> tuple[Array, Any, Array, Array]:
+    """``(obs, state, reward, done)`` of one step, without gymnax's automatic reset (whose new
+    start state a rollout never uses but whose random draw costs every step), for gymnax
+    environments (``step_env`` + ``is_truncated``); others go through their ``step``."""
+    env, params = spec.env, spec.env_params
+    if callable(getattr(env, "step_env", None)) and callable(getattr(env, "is_truncated", None)):
+        obs, state, reward, terminated, _ = env.step_env(key, state, action, params)
+        return obs, state, reward, jnp.logical_or(terminated, env.is_truncated(state, params))
+    obs, state, reward, terminated, truncated, _ = env.step(key, state, action, params)
+    return obs, state, reward, jnp.logical_or(terminated, truncated)
+
+
 def rollout(
     spec: EnvSpec,
     policy: Policy,
@@ -179,31 +198,55 @@ def rollout(
     normalise: bool = True,
     sample: bool = False,
     squash: bool = True,
+    loop: str = "while",
 ) -> Episode:
-    """One episode of at most ``spec.max_steps`` steps as a fixed-length masked ``lax.scan``."""
+    """One episode of at most ``spec.max_steps`` steps.
+
+    ``loop="while"`` (default) stops at the end of the episode: a ``lax.while_loop`` that, under
+    ``vmap`` over members and episodes, runs until the longest episode of the batch has ended,
+    so short episodes (Catch-bsuite: 9 steps of a 1,000-step limit) pay for no padding.
+    ``loop="scan"`` is the fixed-length masked ``lax.scan`` of ``max_steps`` steps. Both use
+    the same keys per step and give the same episode (tested)."""
+    if loop not in LOOPS:
+        raise ValueError(f"loop must be one of {LOOPS}, got {loop!r}")
     reset_key, run_key = jax.random.split(key)
     obs, env_state = spec.env.reset(reset_key, spec.env_params)
+    # Every step's (action, environment) keys in one vectorised hash before the loop: jax
+    # lowers threefry on CPU as a small rolled loop, and a random call inside the step (a
+    # split per step, gymnax's automatic reset) made most of a CartPole step's time.
+    step_keys = jax.random.split(run_key, (spec.max_steps, 2))
 
-    def step(carry, step_key):
+    def step(carry, t):
         obs, env_state, alive, ret, length, obs_sum, obs_sq = carry
         flat = jnp.ravel(obs).astype(jnp.float32)
         obs_sum = obs_sum + alive * flat
         obs_sq = obs_sq + alive * flat**2
         x = stats.normalise(flat) if normalise else flat
-        act_key, env_key = jax.random.split(step_key)
-        action = to_action(spec, policy(params, x), act_key, sample, squash)
-        obs, env_state, reward, terminated, truncated, _ = spec.env.step(
-            env_key, env_state, action, spec.env_params
+        action = to_action(spec, policy(params, x), step_keys[t, 0], sample, squash)
+        new_obs, new_state, reward, done = _step_without_reset(
+            spec, step_keys[t, 1], env_state, action
         )
         ret = ret + alive * reward.astype(jnp.float32)
         length = length + alive
-        alive = alive * (1.0 - jnp.logical_or(terminated, truncated).astype(jnp.float32))
-        return (obs, env_state, alive, ret, length, obs_sum, obs_sq), None
+        # After the end the episode stays in its last state (nothing is counted from there).
+        live = alive > 0
+        obs = jax.tree_util.tree_map(lambda n, o: jnp.where(live, n, o), new_obs, obs)
+        env_state = jax.tree_util.tree_map(lambda n, o: jnp.where(live, n, o), new_state, env_state)
+        alive = alive * (1.0 - done.astype(jnp.float32))
+        return (obs, env_state, alive, ret, length, obs_sum, obs_sq)
 
     zeros = jnp.zeros(spec.obs_size, jnp.float32)
     init = (obs, env_state, jnp.ones(()), jnp.zeros(()), jnp.zeros(()), zeros, zeros)
-    keys = jax.random.split(run_key, spec.max_steps)
-    (_, _, _, ret, length, obs_sum, obs_sq), _ = jax.lax.scan(step, init, keys)
+    if loop == "scan":
+        ts = jnp.arange(spec.max_steps)
+        carry, _ = jax.lax.scan(lambda c, t: (step(c, t), None), init, ts)
+    else:
+        _, carry = jax.lax.while_loop(
+            lambda c: jnp.logical_and(c[0] < spec.max_steps, c[1][2] > 0),
+            lambda c: (c[0] + 1, step(c[1], c[0])),
+            (jnp.zeros((), jnp.int32), init),
+        )
+    _, _, _, ret, length, obs_sum, obs_sq = carry
     return Episode(ret, length, obs_sum, obs_sq)
 
 

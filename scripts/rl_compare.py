@@ -3,7 +3,8 @@
     python scripts/rl_compare.py                                  # the three classic tasks
     python scripts/rl_compare.py --envs Breakout-MinAtar --seconds 1200 --no-stop
 
-The same as ``eggroll compare rl`` (eggroll.train.compare).
+The same as ``eggroll compare rl`` (eggroll.train.compare). The whole gymnax suite, PPO and
+evosax included, is ``scripts/rl_suite.py`` (``eggroll compare suite``).
 """
 
 import sys

@@ -4,7 +4,7 @@
     eggroll rl --env CartPole-v1 [--strategy openes]  ES on a gymnax environment
     eggroll finetune [--method grpo --task countdown] LLM fine-tuning with verifiable rewards
     eggroll lm [--data PATH]                          backprop pretraining of the tiny byte LLM
-    eggroll compare rl|finetune [...]                 EGGROLL vs a baseline, side by side
+    eggroll compare rl|suite|finetune [...]           EGGROLL vs a baseline, side by side
     eggroll bench SUBCOMMAND [...]                    benchmarks and the report
     eggroll plot RUN_DIR                              redraw a run's curve
 

@@ -1,6 +1,7 @@
 """EGGROLL against a baseline, same seeds and budgets, one table (and for fine-tuning a PNG).
 
     eggroll compare rl [--envs CartPole-v1 ...] [--seconds 300] [--no-stop]
+    eggroll compare suite run|search|report|speed [...]   (eggroll.train.suite)
     eggroll compare finetune [--seconds 1200] [--grpo-args "--lr 3e-4"]
 
 ``rl``: EGGROLL vs OpenES on gymnax environments with the per-environment defaults, a
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -105,9 +107,15 @@ def compare_finetune(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None, prog: str = "eggroll compare") -> list[dict[str, Any]]:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "suite":  # the gymnax suite has its own modes and flags
+        from eggroll.train import suite
+
+        return suite.main(argv[1:], prog=f"{prog} suite")
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     kinds = parser.add_subparsers(dest="kind", required=True)
     rl_parser = kinds.add_parser("rl", help="EGGROLL vs OpenES on gymnax environments")
+    kinds.add_parser("suite", help="the gymnax suite, PPO and evosax included (--help there)")
     rl_parser.add_argument("--envs", nargs="+", default=list(TARGETS))
     rl_parser.add_argument("--strategies", nargs="+", default=["eggroll", "openes"])
     rl_parser.add_argument("--seconds", type=float, default=300.0, help="budget per run")

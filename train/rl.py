@@ -4,15 +4,17 @@
     summary = rl.run(rl.Config(env="CartPole-v1", seconds=60))
     summary = rl.run(rl.Config(env=my_env, env_params=my_params, generations=50))
 
-Each member plays ``episodes`` episodes (a fixed-length masked ``lax.scan``) and scores its
-mean return; the whole population runs under one ``jit``. The mean policy is evaluated every
-``eval_every`` generations over 32 episodes.
+Each member plays ``episodes`` episodes (a ``lax.while_loop`` that ends with the batch's
+longest episode, or a fixed-length masked ``lax.scan``) and scores its mean return; the whole
+population runs under one ``jit``. The mean policy is evaluated every ``eval_every``
+generations over 32 episodes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -57,6 +59,42 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "Pendulum-v1": {"population": 512, "rank": 1, "sigma": 0.5, "lr": 0.05, "optimizer": "adam",
                     "episodes": 2, "generations": 400},
 }  # fmt: skip
+# Settings chosen per environment by the suite's search (`eggroll compare suite search`, see
+# docs/RL_SUITE.md), stored as data next to this module: {env: {policy: {strategy: {"hparams":
+# {...}, ...}}}} with policy "small" (hidden 64,64) or "paper" (256,256,256). They override
+# DEFAULTS for the settings they name when the policy matches.
+HPARAMS = Path(__file__).with_name("rl_hparams.json")
+POLICIES = {"small": (64, 64), "paper": (256, 256, 256)}
+SEARCHED_KEYS = ("population", "rank", "sigma", "lr", "optimizer", "episodes")
+
+
+def load_hparams(path: Path | None = None) -> dict[str, Any]:
+    """The stored search results (``{}`` when there are none)."""
+    try:
+        return json.loads(Path(path or HPARAMS).read_text())
+    except FileNotFoundError:
+        return {}
+
+
+def policy_name(hidden: Any) -> str | None:
+    """``small``/``paper`` for the hidden sizes of those policies, else None."""
+    try:
+        sizes = tuple(int(h) for h in str(hidden).split(","))
+    except ValueError:
+        return None
+    return next((name for name, known in POLICIES.items() if known == sizes), None)
+
+
+def searched_defaults(
+    env: str, strategy: str, hidden: Any, table: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The search's settings for (environment, policy of ``hidden``, strategy), ``{}`` if none."""
+    policy = policy_name(hidden)
+    table = load_hparams() if table is None else table
+    entry = table.get(env, {}).get(policy or "", {}).get(strategy, {}).get("hparams", {})
+    return {k: entry[k] for k in SEARCHED_KEYS if k in entry}
+
+
 OPTIMIZERS = {"sgd": optax.sgd, "adam": optax.adam, "adamw": optax.adamw}
 SHAPINGS = {
     "centered_rank": egg.shaping.centered_rank,
@@ -68,8 +106,9 @@ SHAPINGS = {
 @dataclasses.dataclass(frozen=True)
 class Config(RunOptions):
     """ES on a gymnax-style environment; settings left ``None`` take the per-environment
-    defaults (``DEFAULTS``, else ``GENERIC``). ``env`` is a registered gymnax id or an
-    environment object (with ``env_params``, default ``env.default_params``)."""
+    defaults (the suite's search in ``rl_hparams.json``, else ``DEFAULTS``, else ``GENERIC``).
+    ``env`` is a registered gymnax id or an environment object (with ``env_params``, default
+    ``env.default_params``)."""
 
     checkpoint_every: int = arg(50, "generations between checkpoints (and at the end)")
 
@@ -92,6 +131,7 @@ class Config(RunOptions):
     sample_actions: bool = arg(False, "sample discrete actions instead of argmax")
     common_random_numbers: bool = arg(False, "all members see the same episode seeds")
     max_steps: int = arg(0, "cap on episode length (0: the environment's own)")
+    rollout: str = arg("while", "episode loop: while (ends with the episodes) or scan (masked)")
     # budget and evaluation
     generations: int | None = arg(None, "budget: generations")
     env_steps: int = arg(0, "budget: environment steps (0: no limit)")
@@ -103,6 +143,7 @@ class Config(RunOptions):
         check_finite(self)
         check_choice("strategy", self.strategy, ("eggroll", "openes"))
         check_choice("activation", self.activation, mlp.ACTIVATIONS)
+        check_choice("rollout", self.rollout, rl_env.LOOPS)
         check_positive(self, ("eval_every", "checkpoint_every"))
         for name in ("env_steps", "seconds", "max_steps"):
             if getattr(self, name) < 0:
@@ -114,9 +155,13 @@ class Config(RunOptions):
         return self.env if isinstance(self.env, str) else type(self.env).__name__
 
     def hyperparameters(self) -> dict[str, Any]:
-        """Settings after applying the per-environment defaults."""
+        """Settings after applying the per-environment defaults (the search's, else
+        ``DEFAULTS``, else ``GENERIC``; explicit settings win)."""
         defaults = DEFAULTS.get(self.env, {}) if isinstance(self.env, str) else {}
         values = {**GENERIC, **defaults}
+        if isinstance(self.env, str):
+            hidden = self.hidden if self.hidden is not None else values["hidden"]
+            values.update(searched_defaults(self.env, self.strategy, hidden))
         for key in GENERIC:
             if getattr(self, key) is not None:
                 values[key] = getattr(self, key)
@@ -150,12 +195,9 @@ def make_strategy(strategy: str, hp: dict[str, Any]) -> egg.Strategy:
     )
     if strategy == "openes":
         return egg.OpenES(int(hp["population"]), **common)
-    rank = int(hp["rank"])
-
-    def rule(path: str, leaf: Any) -> str:  # output layers narrower than the rank: full noise
-        return "lowrank" if leaf.ndim >= 2 and min(leaf.shape[-2:]) >= rank else "full"
-
-    return egg.EGGROLL(int(hp["population"]), rank=rank, leaf_rule=rule, **common)
+    # Output layers narrower than the rank are perturbed at their own full rank (EGGROLL's
+    # leaf_rank), which keeps them on the fast low-rank path.
+    return egg.EGGROLL(int(hp["population"]), rank=int(hp["rank"]), **common)
 
 
 def make_step(
@@ -168,10 +210,12 @@ def make_step(
     normalise: bool = True,
     sample: bool = False,
     common_random_numbers: bool = False,
+    loop: str = "while",
 ):
     """The jitted generation ``step(state, stats) -> (state, stats, metrics)``: every member
-    plays ``episodes`` episodes, ``metrics["env_steps"]`` counts this generation's steps."""
-    fitness = rl_env.make_fitness(spec, policy, normalise=normalise, sample=sample)
+    plays ``episodes`` episodes, ``metrics["env_steps"]`` counts this generation's steps
+    (valid steps only: ``loop`` changes the cost, not the episodes)."""
+    fitness = rl_env.make_fitness(spec, policy, normalise=normalise, sample=sample, loop=loop)
     episode_key = jax.random.key(seed)
     population = es.population_size
 
@@ -208,7 +252,9 @@ class Trainer(loop.Trainer):
         )
         self.state = self.es.init(jax.random.key(config.seed + 1), params)
         self.stats = rl_env.ObsStats.create(self.spec.obs_size)
-        self.options = dict(normalise=config.normalise, sample=config.sample_actions)
+        self.options = dict(
+            normalise=config.normalise, sample=config.sample_actions, loop=config.rollout
+        )
         self.generation = make_step(
             self.es,
             self.spec,

@@ -118,3 +118,39 @@ def test_obs_stats_update_in_training_and_roundtrip_a_checkpoint(tmp_path):
     (_, back), _ = egg.checkpoint.load(tmp_path / "ck", (state, rl.ObsStats.create(4)))
     np.testing.assert_array_equal(back.mean, stats.mean)
     np.testing.assert_array_equal(back.count, stats.count)
+
+
+class _OnlyStep:
+    """A gymnax-style environment with ``step`` (auto-reset) but no ``step_env``."""
+
+    def __init__(self, env):
+        self._env = env
+        self.default_params = env.default_params
+
+    def reset(self, key, params):
+        return self._env.reset(key, params)
+
+    def step(self, key, state, action, params):
+        return self._env.step(key, state, action, params)
+
+    def observation_space(self, params):
+        return self._env.observation_space(params)
+
+    def action_space(self, params):
+        return self._env.action_space(params)
+
+
+def test_rollouts_step_without_reset_and_match_an_environment_that_only_has_step():
+    # gymnax environments are stepped without the automatic reset (no random draw per step);
+    # an object with only step() goes through it: the episodes are the same.
+    task = _task("CartPole-v1", 60)
+    plain = rl.env_spec(_OnlyStep(task.env), task.env_params, 60, name="only-step")
+    assert not hasattr(plain.env, "step_env")
+    params = _policy_params(task, seed=1)
+    stats = rl.ObsStats.create(task.obs_size)
+    keys = jax.random.split(jax.random.key(5), 4)
+    a = jax.jit(lambda p: rl.episodes(task, mlp.apply, p, keys, stats))(params)
+    b = jax.jit(lambda p: rl.episodes(plain, mlp.apply, p, keys, stats))(params)
+    np.testing.assert_array_equal(np.asarray(a.ret), np.asarray(b.ret))
+    np.testing.assert_array_equal(np.asarray(a.length), np.asarray(b.length))
+    np.testing.assert_allclose(np.asarray(a.obs_sum), np.asarray(b.obs_sum), rtol=1e-6)

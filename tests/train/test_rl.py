@@ -244,3 +244,30 @@ def test_an_unknown_environment_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "unknown gymnax environment 'CartPol'" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "r" / loop.CHECKPOINT).exists()
+
+
+@pytest.mark.parametrize(("env_id", "max_steps"), [("Catch-bsuite", 100), ("CartPole-v1", 60)])
+def test_the_while_loop_rollout_gives_the_masked_scans_episodes(env_id, max_steps):
+    """The rollout that stops at the end of the episodes plays the same episodes as the
+    fixed-length masked scan: same returns, lengths and observation sums, bit for bit."""
+    from eggroll.envs import rl as rl_env
+    from eggroll.models import mlp
+
+    spec = rl_env.make_env(env_id, max_steps)
+    params = mlp.init_params(
+        jax.random.key(0), spec.obs_size, spec.action_size, mlp.MLPConfig((8,))
+    )
+    stats = rl_env.ObsStats.create(spec.obs_size)
+    keys = jax.random.split(jax.random.key(1), 6)
+
+    @jax.jit
+    def both(params, keys):
+        return [rl_env.episodes(spec, mlp.apply, params, keys, stats, loop=loop, sample=True)
+                for loop in rl_env.LOOPS]  # fmt: skip
+
+    by_while, by_scan = both(params, keys)
+    for a, b in zip(jax.tree.leaves(by_while), jax.tree.leaves(by_scan), strict=True):
+        assert jnp.array_equal(a, b)
+    assert int(by_while.length.max()) < spec.max_steps  # the episodes did end early
+    with pytest.raises(ValueError, match="loop must be one of"):
+        rl_env.rollout(spec, mlp.apply, params, keys[0], stats, loop="for")
