@@ -9,6 +9,7 @@ str`` (its section of docs/BENCHMARKS.md). ``eggroll.benchmarks.cli.main`` is th
 
 from eggroll.benchmarks import (
     device_check,
+    egg_scaling,
     int_noise,
     latency,
     llm_decode,
@@ -27,6 +28,7 @@ BENCHMARKS = (
     member_project,
     vs_inference,
     scaling,
+    egg_scaling,
     vs_evosax,
     latency,
     llm_decode,
