@@ -74,7 +74,9 @@ def test_eggroll_improves_a_synthetic_task_with_fixed_seeds():
     state = es.init(jax.random.key(1), llm.init_params(jax.random.key(0), config))
     rollout = finetune.make_eggroll_rollout(es, config, enc, 0.0)
     rewards = []
-    for generation in range(40):
+    # 50 generations: at 40, seed 1 of the table noise stream sat at +0.28 (13 seeds learn
+    # alike with either offset derivation; some need more generations than others).
+    for generation in range(50):
         problems = task.sample("train", 8, np.random.default_rng([0, generation]))
         ids, masks = enc.prompts(problems)
         tokens = rollout(state, np.repeat(ids, 8, 0), np.repeat(masks, 8, 0), jax.random.key(0))
