@@ -1,18 +1,19 @@
 """``x @ A`` for per-member factors, with a batching rule that keeps it a GEMM.
 
-Under ``vmap`` over members, ``x (T, n_in) @ A (n_in, r)`` becomes a batch of N skinny
-matrix-vector products. For int8 the CPU backend runs those far below GEMM speed (10× slower
-than this rule at n_in = 512 on 2 cores; ``python scripts/bench.py member-project``). The rule
-groups ``c`` members, multiplies their stacked rows by their stacked factors in one
-``(c·T, n_in) @ (n_in, c·r)`` GEMM, and keeps the ``c`` diagonal blocks: ``c`` times the
-(tiny) useful FLOPs, at GEMM speed. Up to 16 members (the draws of one evaluation slice) it is
-a single 2-D GEMM over all of them, which reads the rows exactly as the layer's own GEMM does
-(see :func:`_one_gemm`). Members that share a factor (the two signs of a draw, an inner
-``vmap``) become extra rows of the same product. Float32 batched mat-vecs are already fast
-there (the rule measured 0.6–0.8× of them), so float inputs use the plain product.
+Under ``vmap`` over members, ``x (T, n_in) @ A (n_in, r)`` becomes a batch of N skinny matrix-
+vector products. For int8 the CPU backend runs those far below GEMM speed (10× slower than this
+rule at n_in = 512 on 2 cores; ``python scripts/bench.py member-project``). The rule groups
+``c`` members, multiplies their stacked rows by their stacked factors in one ``(c·T, n_in) @
+(n_in, c·r)`` GEMM, and keeps the ``c`` diagonal blocks: ``c`` times the (tiny) useful FLOPs, at
+GEMM speed. Up to 16 members (the draws of one evaluation slice) it is, on CPUs where that is
+faster (:func:`default_one_gemm_draws`), a single 2-D GEMM over all of them, which reads the
+rows exactly as the layer's own GEMM does (see :func:`_one_gemm`). Members that share a factor
+(the two signs of a draw, an inner ``vmap``) become extra rows of the same product. Float32
+batched mat-vecs are already fast there (the rule measured 0.6–0.8× of them), so float inputs
+use the plain product.
 
 :func:`matmul_and_project` goes further for int8 layers: a slice's shared ``x @ W`` and its
-members' ``x @ A_i`` in one GEMM against ``[W | A_1 … A_B]``.
+members' ``x @ A_i`` in one GEMM against ``[W | A_1 … A_B]`` (same condition).
 """
 
 from __future__ import annotations
@@ -22,7 +23,34 @@ import jax.numpy as jnp
 
 Array = jax.Array
 _GROUP = 8  # members per block GEMM; 4–8 was fastest on a 2-core CPU for n_in 128–512
-_ONE_GEMM = 16  # up to this many members (e.g. the draws of one evaluation slice): one 2-D GEMM
+
+
+def _cpu_vendor() -> str:
+    """``/proc/cpuinfo``'s ``vendor_id`` (e.g. ``AuthenticAMD``, ``GenuineIntel``), or ``""``."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def default_one_gemm_draws(vendor: str | None = None) -> int:
+    """Up to how many members (e.g. the draws of one evaluation slice) the rules below use one
+    2-D GEMM of all rows against all factors; 0 turns that form off.
+
+    Which form is faster depends on the CPU's int8 GEMMs (results are bitwise the same):
+    on the Intel Xeon the one-GEMM forms took the default EGG generation from ~103 to ~79 ms,
+    on the AMD EPYC they cost 89 against 77 ms for the blocked form (``bench vs-inference``,
+    docs/BENCHMARKS.md), so AMD CPUs take the blocked form.
+    """
+    vendor = _cpu_vendor() if vendor is None else vendor
+    return 0 if vendor == "AuthenticAMD" else 16
+
+
+_ONE_GEMM = default_one_gemm_draws()
 
 
 def _plain(x: Array, a: Array, out_dtype) -> Array:

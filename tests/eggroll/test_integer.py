@@ -51,10 +51,12 @@ def test_vmapped_projection_equals_per_member_projection():
         np.testing.assert_array_equal(got[i], integer.matmul(x[i], es.ask(state)[i]["w"]))
 
 
+@pytest.mark.parametrize("one_gemm", [16, 0])  # the Intel and the AMD forms, on any machine
 @pytest.mark.parametrize("draws", [5, 16, 24])  # one 2-D GEMM up to 16 draws, blocks above
-def test_member_projection_rules_are_exact_under_nested_vmaps(draws):
+def test_member_projection_rules_are_exact_under_nested_vmaps(draws, one_gemm, monkeypatch):
     """``x @ A`` with the two signs of a draw as an inner vmap sharing the factor and the draws
     as an outer vmap (the layout of a sliced evaluation), and as one flat vmap."""
+    monkeypatch.setattr(batching, "_ONE_GEMM", one_gemm)
     kx, ka = jax.random.split(jax.random.key(4))
     x = jax.random.randint(kx, (draws, 2, 7, 12), -127, 128).astype(jnp.int8)
     a = jax.random.randint(ka, (draws, 12, 2), -127, 128).astype(jnp.int8)
@@ -67,9 +69,13 @@ def test_member_projection_rules_are_exact_under_nested_vmaps(draws):
     np.testing.assert_array_equal(flat, want[:, 0])
 
 
+@pytest.mark.parametrize("one_gemm", [16, 0])  # the Intel and the AMD forms, on any machine
 @pytest.mark.parametrize("draws", [5, 16, 24])  # one augmented GEMM up to 16, split above
-def test_layer_gemm_and_projection_together_are_exact_under_nested_vmaps(draws):
+def test_layer_gemm_and_projection_together_are_exact_under_nested_vmaps(
+    draws, one_gemm, monkeypatch
+):
     """``(x @ W, x @ A)`` with W shared, A per draw, the signs as an inner vmap."""
+    monkeypatch.setattr(batching, "_ONE_GEMM", one_gemm)
     kx, kw, ka = jax.random.split(jax.random.key(5), 3)
     x = jax.random.randint(kx, (draws, 2, 7, 12), -127, 128).astype(jnp.int8)
     w = jax.random.randint(kw, (12, 9), -127, 128).astype(jnp.int8)
@@ -242,3 +248,9 @@ def test_invalid_leaves():
 def test_shift_round_matches_floor_division_rounding():
     x = jnp.arange(-100, 100, dtype=jnp.int32)
     np.testing.assert_array_equal(shift_round(x, 3), np.floor(np.arange(-100, 100) / 8 + 0.5))
+
+
+def test_the_one_gemm_form_is_chosen_by_cpu_vendor():
+    assert batching.default_one_gemm_draws("GenuineIntel") == 16
+    assert batching.default_one_gemm_draws("AuthenticAMD") == 0
+    assert batching.default_one_gemm_draws("") == 16  # unknown: the form tuned first
