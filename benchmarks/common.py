@@ -46,8 +46,12 @@ def results_path(results_dir: Path | str, name: str, keys: bool = False) -> Path
 
 
 def write_result(path: Path, result: dict) -> None:
+    """Write a results file atomically (temp file + rename): a resumable bench rewrites it
+    after every cell, and a kill mid-write must not lose the finished cells."""
     path.parent.mkdir(exist_ok=True)
-    path.write_text(json.dumps(result, indent=2))
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, path)
     print(f"wrote {path}")
 
 
