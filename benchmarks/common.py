@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -159,13 +160,62 @@ def generation_seconds(strategy: egg.Strategy, width: int, repeats: int, depth: 
 def xla_peak_bytes(step, state) -> int:
     """Bytes XLA assigns to one compiled call: arguments + outputs + temporaries − aliased
     (the static buffer assignment, the same on every run)."""
-    stats = step.lower(state).compile().memory_analysis()
-    return int(
-        stats.argument_size_in_bytes
-        + stats.output_size_in_bytes
-        + stats.temp_size_in_bytes
-        - stats.alias_size_in_bytes
-    )
+    return xla_memory(step.lower(state).compile())["total"]
+
+
+def status_bytes(field: str) -> int | None:
+    """``VmHWM``/``VmRSS`` of this process in bytes (Linux), else ``None``."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return 1024 * int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Start a new peak-RSS window (Linux ``clear_refs`` 5); ``False`` where unsupported (the
+    peak is then the process's peak so far)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_bytes() -> int:
+    """The peak resident set since the last :func:`reset_peak_rss` (else since start)."""
+    peak = status_bytes("VmHWM")
+    if peak is not None:
+        return peak
+    return 1024 * resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: KiB
+
+
+def xla_memory(compiled) -> dict:
+    """XLA's static buffer assignment of one compiled call, in bytes."""
+    stats = compiled.memory_analysis()
+    if stats is None:
+        return {}
+    out = {
+        "argument": int(stats.argument_size_in_bytes),
+        "output": int(stats.output_size_in_bytes),
+        "temp": int(stats.temp_size_in_bytes),
+        "alias": int(stats.alias_size_in_bytes),
+    }
+    out["total"] = out["argument"] + out["output"] + out["temp"] - out["alias"]
+    return out
+
+
+def device_memory() -> dict | None:
+    """``jax.devices()[0].memory_stats()`` (``None`` on a CPU)."""
+    stats = jax.devices()[0].memory_stats()
+    if not stats:
+        return None
+    keys = ("bytes_in_use", "peak_bytes_in_use", "bytes_limit")
+    return {k: int(stats[k]) for k in keys if k in stats}
 
 
 def egg_lm_setup(population: int, width: int, layers: int, seq_len: int):

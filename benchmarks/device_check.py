@@ -47,11 +47,6 @@ SIZES = {
         new_tokens=4,
     ),
 }  # fmt: skip
-QWEN2_5_0_5B = dict(
-    vocab_size=151_936, hidden_size=896, intermediate_size=4864, num_layers=24, num_heads=14,
-    num_kv_heads=2, rope_theta=1_000_000.0, tie_embeddings=True, qkv_bias=True,
-    max_position_embeddings=32_768, model_type="qwen2",
-)  # fmt: skip
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -179,7 +174,7 @@ def llm_part(shape: str, members: tuple[int, ...], prompt_len: int, new_tokens: 
             compute_dtype="bfloat16",
         )  # fmt: skip
     else:
-        config = llm.LLMConfig(**QWEN2_5_0_5B, compute_dtype="bfloat16")
+        config = llm.qwen2_5_0_5b_config(compute_dtype="bfloat16")
     params = llm.init_params(jax.random.key(0), config)  # float32 master weights
     prompt = jax.random.randint(jax.random.key(1), (1, prompt_len), 0, config.vocab_size)
     rows = []

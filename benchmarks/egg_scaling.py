@@ -25,7 +25,6 @@ import argparse
 import functools
 import gc
 import json
-import resource
 import statistics
 import time
 from pathlib import Path
@@ -123,61 +122,6 @@ def settings(args: argparse.Namespace) -> dict:
     }
 
 
-def _status_bytes(field: str) -> int | None:
-    """``VmHWM``/``VmRSS`` of this process in bytes (Linux), else ``None``."""
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith(field + ":"):
-                    return 1024 * int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def reset_peak_rss() -> bool:
-    """Start a new peak-RSS window (Linux ``clear_refs`` 5); ``False`` where unsupported (the
-    peak is then the process's peak so far)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss_bytes() -> int:
-    """The peak resident set since the last :func:`reset_peak_rss` (else since start)."""
-    peak = _status_bytes("VmHWM")
-    if peak is not None:
-        return peak
-    return 1024 * resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: KiB
-
-
-def xla_memory(compiled) -> dict:
-    """XLA's static buffer assignment of one compiled call, in bytes."""
-    stats = compiled.memory_analysis()
-    if stats is None:
-        return {}
-    out = {
-        "argument": int(stats.argument_size_in_bytes),
-        "output": int(stats.output_size_in_bytes),
-        "temp": int(stats.temp_size_in_bytes),
-        "alias": int(stats.alias_size_in_bytes),
-    }
-    out["total"] = out["argument"] + out["output"] + out["temp"] - out["alias"]
-    return out
-
-
-def device_memory() -> dict | None:
-    """``jax.devices()[0].memory_stats()`` (``None`` on a CPU)."""
-    stats = jax.devices()[0].memory_stats()
-    if not stats:
-        return None
-    keys = ("bytes_in_use", "peak_bytes_in_use", "bytes_limit")
-    return {k: int(stats[k]) for k in keys if k in stats}
-
-
 def measure(args: argparse.Namespace, population: int, timed: bool) -> dict:
     """One cell: compile the generation and the inference at ``population``; if ``timed``,
     run them alternately (medians of ``args.repeats``)."""
@@ -185,8 +129,8 @@ def measure(args: argparse.Namespace, population: int, timed: bool) -> dict:
     from eggroll.train import pretrain
 
     gc.collect()
-    rss_before = _status_bytes("VmRSS")
-    peak_window = reset_peak_rss()
+    rss_before = common.status_bytes("VmRSS")
+    peak_window = common.reset_peak_rss()
     config = paper_config(args, population)
     es = pretrain.make_strategy(config)
     step = pretrain.make_step(es, config.group_size)
@@ -214,8 +158,8 @@ def measure(args: argparse.Namespace, population: int, timed: bool) -> dict:
         "tokens_per_generation": population * config.seq_len,
         "compile_train_s": round(compile_train, 2),
         "compile_inference_s": round(compile_infer, 2),
-        "xla_train_bytes": xla_memory(train),
-        "xla_inference_bytes": xla_memory(infer),
+        "xla_train_bytes": common.xla_memory(train),
+        "xla_inference_bytes": common.xla_memory(infer),
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
     if timed:
@@ -245,9 +189,9 @@ def measure(args: argparse.Namespace, population: int, timed: bool) -> dict:
             inference_tokens_per_s=round(count / infer_s, 1),
             train_over_inference=round(infer_s / train_s, 3),
         )
-    peak = peak_rss_bytes()
+    peak = common.peak_rss_bytes()
     cell.update(
-        device_memory=device_memory(),
+        device_memory=common.device_memory(),
         rss_before_bytes=rss_before,
         peak_rss_bytes=peak,
         peak_rss_window="cell" if peak_window else "process",

@@ -217,6 +217,31 @@ def tiny_byte_config(**changes: Any) -> LLMConfig:
     return LLMConfig(**fields)
 
 
+def qwen2_5_0_5b_config(**changes: Any) -> LLMConfig:
+    """The Qwen2.5-0.5B shape (for benchmarks with random weights; no checkpoint is read).
+
+    Width 896, 24 layers, 14 query / 2 key-value heads of 64, SwiGLU 4,864, vocabulary
+    151,936, tied embeddings, q/k/v biases, rope θ = 10^6: 494 M parameters (136 M of them the
+    embedding). ``changes`` override fields, e.g. ``compute_dtype="bfloat16"`` or
+    ``num_layers=2``.
+    """
+    fields = dict(
+        vocab_size=151_936,
+        hidden_size=896,
+        intermediate_size=4864,
+        num_layers=24,
+        num_heads=14,
+        num_kv_heads=2,
+        rope_theta=1_000_000.0,
+        tie_embeddings=True,
+        qkv_bias=True,
+        max_position_embeddings=32_768,
+        model_type="qwen2",
+    )
+    fields.update(changes)
+    return LLMConfig(**fields)
+
+
 # ------------------------------------------------------------------------------ parameters
 def param_shapes(config: LLMConfig) -> dict[str, Any]:
     """The shape of every parameter leaf (a pytree of tuples, in the layout of the module doc)."""

@@ -112,6 +112,22 @@ def test_cli_int_noise_runs_the_egg_lm(tmp_path):
     assert result["rows"][0]["state_noise_bytes"] == 0 < result["rows"][1]["state_noise_bytes"]
 
 
+def test_cli_llm_decode_gives_one_row_per_layer_count_with_memory_and_compile(tmp_path):
+    argv = ["llm-decode", "--models", "llama-tiny", "--members", "2", "--batch", "1"]
+    argv += ["--prompt-len", "3", "--new-tokens", "2", "--layers", "1", "2", "--repeats", "1"]
+    argv += ["--results-dir", str(tmp_path)]
+    assert cli.main(argv) == 0
+    result = json.loads((tmp_path / "llm-decode.json").read_text())
+    assert [(row["layers"], row["members"]) for row in result["rows"]] == [(1, 2), (2, 2)]
+    for row in result["rows"]:
+        assert row["sequences"] == 2 and row["eggroll_tok_s"] > 0 and row["plain_tok_s"] > 0
+        assert row["compile_s"] > 0 and row["plain_compile_s"] > 0
+        assert row["xla_bytes"] > 0 and row["peak_rss_bytes"] > 0
+    one, two = result["rows"]
+    assert two["xla_bytes"] > one["xla_bytes"]  # the second layer's weights are arguments
+    assert "1 layers" in result["model"] and "2 layers" in result["model"]
+
+
 def test_cli_rejects_sizes_below_one(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["member-project", "--widths", "8", "0", "--results-dir", str(tmp_path)])
