@@ -9,10 +9,14 @@
 task's correctness as the fitness (held-out accuracy stays the task's own check, and the
 held-out mean reward is logged as ``eval_reward``).
 
-Without ``--model`` the tiny byte-level base model is made on first use: pretrained with
-backprop (``eggroll.models.lm_train.train_lm``) on the task's training problems for
-``--base-steps`` steps (on purpose too few to master the task) and cached as a Hugging Face
-folder under ``$EGGROLL_CACHE/models`` (default ``~/.cache/eggroll/models``).
+Without ``--model`` the run starts from the tiny byte-level base model of the task: the one
+shipped with the package (``train/base_models/``, made by ``scripts/make_base_models.py``) when
+the recipe is the default one of arithmetic or Countdown, so the start is the same on every
+machine; otherwise it is made on first use, pretrained with backprop
+(``eggroll.models.lm_train.train_lm``) on the task's training problems for ``--base-steps``
+steps (on purpose too few to master the task) and cached as a Hugging Face folder under
+``$EGGROLL_CACHE/models`` (default ``~/.cache/eggroll/models``). The summary's ``base_model``
+says which: ``shipped``, ``made here`` or ``given`` (``--model``).
 
 EGGROLL, per generation: ``--prompts`` P training problems, ``--group`` G members per problem
 (population N = P·G; consecutive members answer the same prompt, each with its own low-rank
@@ -33,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -64,6 +69,15 @@ METHOD_DEFAULTS = {
 OPTIMIZERS = {"sgd": optax.sgd, "adam": optax.adam}
 EVAL_BATCH = 256  # held-out prompts decoded per call
 BASE_FORMAT = 1  # bump when the base-model recipe changes (invalidates cached models)
+BASE_INFO = "eggroll_base.json"  # the recipe and its measurements, in every base-model folder
+SHIPPED_MODELS = Path(__file__).resolve().parent / "base_models"  # package data
+# Backprop steps of the tiny base model per task when --base-steps is not given (the other
+# settings are shared); a task not listed gets DEFAULT_BASE_STEPS. Chosen so the model starts
+# weak but not at zero; the measured start accuracies are in each shipped folder's BASE_INFO.
+# Countdown (3 numbers ≤ 20, targets ≤ 100; AMD EPYC): 1,500 steps start at 0.35 of the 512
+# held-out problems, 700 steps at 0.14 (0.19 of the first 128).
+DEFAULT_BASE_STEPS = 1500
+BASE_STEPS = {"arithmetic": DEFAULT_BASE_STEPS, "countdown": 700}
 _COMPILED: dict[Any, Any] = {}
 
 
@@ -92,7 +106,9 @@ class Config(RunOptions):
     # the model (default: a tiny byte model pretrained here on the task)
     model: str = arg("", "Hugging Face model folder (default: the tiny base model, made once)")
     # the tiny base model
-    base_steps: int = arg(1500, "tiny base model: backprop pretraining steps on the task")
+    base_steps: int | None = arg(
+        None, "tiny base model: backprop steps on the task (default: 1500; 700 countdown)"
+    )
     base_hidden: int = arg(64, "tiny base model: width")
     base_layers: int = arg(2, "tiny base model: decoder blocks")
     base_batch: int = arg(64, "tiny base model: examples per pretraining step")
@@ -134,6 +150,9 @@ class Config(RunOptions):
         for name, value in METHOD_DEFAULTS[self.method].items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
+        if self.base_steps is None:  # depends on the task's name only: the digest stays fixed
+            name = self.task if isinstance(self.task, str) else getattr(self.task, "name", "")
+            object.__setattr__(self, "base_steps", BASE_STEPS.get(name, DEFAULT_BASE_STEPS))
         if isinstance(self.task, str) and self.task not in reasoning.TASKS:
             raise ValueError(f"--task must be one of {reasoning.TASKS}, got {self.task!r}")
         if self.optimizer not in OPTIMIZERS:
@@ -283,43 +302,82 @@ def task_batches(task: reasoning.Task, tokenizer: Any, batch: int, seed: int) ->
     return length, batches()
 
 
-def ensure_base_model(cfg: Config, task: reasoning.Task, say) -> Path:
-    """The cached tiny base model for this task and recipe, pretrained here if missing.
+def base_model_name(cfg: Config, task: reasoning.Task) -> str:
+    """``tiny-<task>-<digest>``: the folder name of the base model of this task and recipe
+    (the digest is the first 12 hex digits of the SHA-256 of :func:`base_model_spec`)."""
+    spec = json.dumps(base_model_spec(cfg, task), sort_keys=True)
+    return f"tiny-{task.name}-{hashlib.sha256(spec.encode()).hexdigest()[:12]}"
 
-    Written to a temporary folder and renamed into place, so an interrupted run leaves no
-    half-written model; in a multi-process run process 0 makes it and the others wait."""
-    spec = base_model_spec(cfg, task)
-    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
-    folder = cache_root() / "models" / f"tiny-{task.name}-{digest}"
+
+def shipped_base_model(cfg: Config, task: reasoning.Task) -> Path | None:
+    """The base model shipped with the package for this task and recipe, if there is one."""
+    folder = SHIPPED_MODELS / base_model_name(cfg, task)
+    return folder if (folder / hf.CONFIG_FILE).exists() else None
+
+
+def base_model_source(folder: Path) -> str:
+    """``shipped`` (package data, the same bits everywhere) or ``made here`` (trained on this
+    machine, now or by an earlier run)."""
+    return "shipped" if Path(folder).resolve().parent == SHIPPED_MODELS else "made here"
+
+
+def train_base_model(cfg: Config, task: reasoning.Task) -> tuple[Any, llm.LLMConfig, Any, float]:
+    """``(params, model config, tokenizer, final loss)`` of the tiny base model: the recipe's
+    ``--base-steps`` AdamW steps of backprop on the task's training problems (float32; the
+    bits depend on the CPU kind). The final loss is the mean of the last 20 steps, in nats."""
+    tokenizer = tokenizer_lib.byte_level()
+    config = llm.tiny_byte_config(
+        hidden_size=cfg.base_hidden,
+        num_layers=cfg.base_layers,
+        intermediate_size=3 * cfg.base_hidden,
+    )
+    params = llm.init_params(jax.random.key(0), config)
+    _, batches = task_batches(task, tokenizer, cfg.base_batch, seed=0)
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, cfg.base_lr, min(20, cfg.base_steps), cfg.base_steps, cfg.base_lr * 0.1
+    )
+    adamw = optax.adamw(schedule, weight_decay=0.01)
+    optimizer = optax.chain(optax.clip_by_global_norm(1.0), adamw)
+    result = lm_train.train_lm(params, config, batches, optimizer, cfg.base_steps)
+    return result.params, config, tokenizer, float(np.mean(result.losses[-20:]))
+
+
+def publish_model(folder: Path, params: Any, config: Any, tokenizer: Any, info: dict) -> bool:
+    """Write an HF model folder plus ``info`` as :data:`BASE_INFO` to a temporary folder and
+    rename it to ``folder``, so a reader never sees half a model. ``False`` (and nothing
+    changed) when ``folder`` appeared meanwhile."""
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    (tmp / BASE_INFO).write_text(json.dumps(info, indent=2) + "\n")
+    hf.save(tmp, params, config, tokenizer)
+    try:
+        os.rename(tmp, folder)
+    except OSError:  # another run made it meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)
+        return False
+    return True
+
+
+def ensure_base_model(cfg: Config, task: reasoning.Task, say) -> Path:
+    """The tiny base model for this task and recipe: the shipped one if the package has it
+    (nothing is trained or copied), else the cached one, pretrained here if missing.
+
+    The cached one is written to a temporary folder and renamed into place, so an interrupted
+    run leaves no half-written model; in a multi-process run process 0 makes it and the others
+    wait."""
+    shipped = shipped_base_model(cfg, task)
+    if shipped is not None:
+        return shipped
+    folder = cache_root() / "models" / base_model_name(cfg, task)
     if not (folder / hf.CONFIG_FILE).exists() and distributed.is_main_process():
         say(f"making the tiny base model {folder} ({cfg.base_steps} backprop steps on the task)")
         started = time.perf_counter()
-        tokenizer = tokenizer_lib.byte_level()
-        config = llm.tiny_byte_config(
-            hidden_size=cfg.base_hidden,
-            num_layers=cfg.base_layers,
-            intermediate_size=3 * cfg.base_hidden,
-        )
-        params = llm.init_params(jax.random.key(0), config)
-        _, batches = task_batches(task, tokenizer, cfg.base_batch, seed=0)
-        schedule = optax.warmup_cosine_decay_schedule(
-            0.0, cfg.base_lr, min(20, cfg.base_steps), cfg.base_steps, cfg.base_lr * 0.1
-        )
-        adamw = optax.adamw(schedule, weight_decay=0.01)
-        optimizer = optax.chain(optax.clip_by_global_norm(1.0), adamw)
-        result = lm_train.train_lm(params, config, batches, optimizer, cfg.base_steps)
-        tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        spec["final_loss"] = float(np.mean(result.losses[-20:]))
-        spec["seconds"] = round(time.perf_counter() - started, 1)
-        (tmp / "eggroll_base.json").write_text(json.dumps(spec, indent=2))
-        hf.save(tmp, result.params, config, tokenizer)
-        try:
-            os.rename(tmp, folder)
-        except OSError:  # another run made it meanwhile
-            shutil.rmtree(tmp, ignore_errors=True)
-        say(f"base model ready in {spec['seconds']} s (final loss {spec['final_loss']:.3f} nats)")
+        params, config, tokenizer, loss = train_base_model(cfg, task)
+        info = {**base_model_spec(cfg, task), "final_loss": loss}
+        info["seconds"] = round(time.perf_counter() - started, 1)
+        publish_model(folder, params, config, tokenizer, info)
+        say(f"base model ready in {info['seconds']} s (final loss {loss:.3f} nats)")
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
@@ -439,19 +497,7 @@ def make_greedy(config: llm.LLMConfig, enc: Encoding):
     return jax.jit(greedy)
 
 
-def evaluate_accuracy(greedy, params, task, enc, problems) -> tuple[float, float]:
-    """Held-out ``(accuracy, format rate)`` of the unperturbed model, greedy, in [0, 1]."""
-    ids, masks = enc.prompts(problems)
-    rows = len(problems)
-    pad = (-rows) % EVAL_BATCH
-    ids, masks = np.concatenate([ids, ids[:pad]]), np.concatenate([masks, masks[:pad]])
-    outputs = []
-    for lo in range(0, len(ids), EVAL_BATCH):
-        tokens = greedy(params, ids[lo : lo + EVAL_BATCH], masks[lo : lo + EVAL_BATCH])
-        outputs.append(np.asarray(distributed.to_host(tokens)))
-    texts = enc.completions(np.concatenate(outputs)[:rows])
-    correct, fmt = task.rewards(problems, texts)
-    return float(np.mean(correct)), float(np.mean(fmt))
+DIAGNOSTIC_KEYS = ("identical_pairs", "signal_groups", "correct_mean", "format_mean")
 
 
 def diagnostics(
@@ -471,6 +517,23 @@ def diagnostics(
     }
 
 
+def summarise_diagnostics(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The per-generation :func:`diagnostics` of a run's log summarised: ``{"mean": {key:
+    mean over every generation}, "last_10pct": {key: mean over the last 10 % of the
+    generations (at least one)}, "generations": n}``, for the keys the log has (``{}`` when
+    it has no generation)."""
+    rows = [r for r in records if "correct_mean" in r]  # one per generation
+    if not rows:
+        return {}
+    keys = [k for k in DIAGNOSTIC_KEYS if any(k in r for r in rows)]
+    last = rows[-math.ceil(0.1 * len(rows)) :]
+
+    def means(part):
+        return {k: round(float(np.mean([r[k] for r in part if k in r])), 4) for k in keys}
+
+    return {"mean": means(rows), "last_10pct": means(last), "generations": len(rows)}
+
+
 # ------------------------------------------------------------------------------ the run
 class Trainer(loop.Trainer):
     """The :class:`eggroll.train.loop.Trainer` of fine-tuning (EGGROLL or GRPO)."""
@@ -484,6 +547,7 @@ class Trainer(loop.Trainer):
         self.es = make_strategy(cfg) if cfg.method == "eggroll" else None  # config errors first
         self.task = task = cfg.make_task()
         self.model_dir = Path(cfg.model) if cfg.model else ensure_base_model(cfg, task, say)
+        self.base_model = "given" if cfg.model else base_model_source(self.model_dir)
         try:
             if rwkv7.is_model_folder(self.model_dir):
                 params, model = rwkv7.load(self.model_dir)
@@ -497,8 +561,8 @@ class Trainer(loop.Trainer):
         self.eval_set = task.problems("test", cfg.eval_problems, 0)
         temperature = cfg.decode_temperature
         say(
-            f"{cfg.method} on {task.describe()}: model {self.model_dir} "
-            f"({llm.count_params(params):,} parameters), population {cfg.population} = "
+            f"{cfg.method} on {task.describe()}: model {self.model_dir} ({self.base_model}, "
+            f"{llm.count_params(params):,} parameters), population {cfg.population} = "
             f"{cfg.prompts} prompts × {cfg.group}, prompt {enc.prompt_len} + answer ≤ "
             f"{enc.max_new_tokens} tokens, temperature {temperature}, {len(self.eval_set)} "
             "held-out problems"
@@ -506,7 +570,12 @@ class Trainer(loop.Trainer):
         self.fingerprint = {
             "method": cfg.method,
             **task.describe(),
-            "model": str(self.model_dir),
+            # a shipped model by name, so a run resumes after the package moves
+            "model": (
+                f"shipped:{self.model_dir.name}"
+                if self.base_model == "shipped"
+                else str(self.model_dir)
+            ),
             "prompts": cfg.prompts,
             "group": cfg.group,
             "lr": cfg.lr,
@@ -521,10 +590,12 @@ class Trainer(loop.Trainer):
         if cfg.reward is not None:
             self.fingerprint["reward"] = getattr(cfg.reward, "__qualname__", repr(cfg.reward))
         shapes = (model, enc.prompt_len, enc.max_new_tokens, enc.stop_tokens, enc.pad_id)
+        # the seed only enters through arguments: the seeds of a comparison share the compile
+        spec = (json.dumps({**self.fingerprint, "seed": None}, sort_keys=True), shapes)
         if self.es is not None:
             self.state = self.es.init(jax.random.key(cfg.seed + 1), params)
             self.fingerprint.update(self.es.config())
-            spec = (json.dumps(self.fingerprint, sort_keys=True), shapes)
+            spec = (json.dumps({**self.fingerprint, "seed": None}, sort_keys=True), shapes)
             self.rollout = _memo(
                 ("rollout", spec), lambda: make_eggroll_rollout(self.es, model, enc, temperature)
             )
@@ -533,7 +604,6 @@ class Trainer(loop.Trainer):
         else:
             optimizer = make_grpo_optimizer(cfg, params)
             self.state = {"params": params, "opt_state": optimizer.init(params)}
-            spec = (json.dumps(self.fingerprint, sort_keys=True), shapes)
             self.sample, self.update = _memo(
                 ("grpo", spec), lambda: make_grpo_functions(model, enc, temperature, optimizer)
             )
@@ -646,7 +716,16 @@ class Trainer(loop.Trainer):
             "eval_problems": len(self.eval_set),
             "task_settings": self.task.describe(),
             "model": str(self.model_dir),
+            "base_model": self.base_model,
+            "diagnostics": summarise_diagnostics(result.records),
         }
+
+
+def start_evaluation(config: Config, say=print) -> dict[str, float]:
+    """The held-out evaluation a run of ``config`` starts with, without training: greedy
+    answers of the unperturbed model to ``task.problems("test", config.eval_problems, 0)`` by
+    the run's own code; ``{"eval_accuracy", "eval_format"}`` in [0, 1]."""
+    return Trainer(config, say).evaluate(0, final=False)
 
 
 def run(config: Config, callbacks: Iterable[Any] = (), say=print) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -151,6 +152,68 @@ def plot_finetune_compare(runs: dict[str, Path], out: Path, title: str = "") -> 
         "held-out accuracy (greedy)",
         title or "LLM fine-tuning",
     )
+
+
+def _on_grid(points: list[tuple[float, float]], grid: np.ndarray) -> np.ndarray:
+    """The step function through ``(x, y)`` points (x ascending) read at ``grid``: each grid
+    point takes the last value at or before it (the first value before the first point)."""
+    xs = np.array([x for x, _ in points])
+    ys = np.array([y for _, y in points])
+    return ys[np.clip(np.searchsorted(xs, grid, side="right") - 1, 0, len(xs) - 1)]
+
+
+def _mean_and_range(ax, series: list[list[tuple[float, float]]], *style, **kwargs) -> None:
+    """Mean of several step curves on a common grid of 100 points, their range shaded."""
+    series = [s for s in series if s]
+    if not series:
+        return
+    grid = np.linspace(0.0, max(s[-1][0] for s in series), 100)
+    ys = np.array([_on_grid(s, grid) for s in series])
+    (line,) = ax.plot(grid, ys.mean(0), *style, **kwargs)
+    ax.fill_between(grid, ys.min(0), ys.max(0), color=line.get_color(), alpha=0.15, lw=0)
+
+
+def plot_finetune_seeds(groups: dict[str, list[dict]], out: Path, title: str = "") -> Path:
+    """The fine-tuning comparison over seeds (``eggroll compare finetune``), one colour per
+    group (``label -> cells``, the cells of ``eggroll.train.compare``): held-out accuracy, the
+    identical-pair rate, the signal-group rate and the population's correct (solid) and
+    well-formed (dashed) answer rates against training seconds; each line is the mean over
+    the group's seeds and the shading their range."""
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), dpi=110)
+    panels = (
+        (axes[0, 0], "held-out accuracy (greedy)"),
+        (axes[0, 1], "identical answer pairs"),
+        (axes[1, 0], "prompts with signal (answers scored differently)"),
+        (axes[1, 1], "answers correct (solid) / well-formed (dashed)"),
+    )
+    for index, (label, cells) in enumerate(groups.items()):
+        color = f"C{index % 10}"
+        name = f"{label} ({len(cells)} seeds)"
+        evals = [[(p[0], p[2]) for p in c["curve"]] for c in cells]
+        _mean_and_range(axes[0, 0], evals, "-", color=color, lw=2, label=name)
+        curves = [c.get("diagnostics_curve") or {} for c in cells]
+        for ax, key, style in (
+            (axes[0, 1], "identical_pairs", "-"),
+            (axes[1, 0], "signal_groups", "-"),
+            (axes[1, 1], "correct_mean", "-"),
+            (axes[1, 1], "format_mean", "--"),
+        ):
+            series = [list(zip(d["seconds"], d[key], strict=True)) for d in curves if key in d]
+            _mean_and_range(ax, series, style, color=color, lw=1.5, label=name)
+    for ax, ylabel in panels:
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("training seconds (evaluation excluded)", fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(title or "LLM fine-tuning over seeds", fontsize=10)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
 
 
 def _smooth(values: list[float], window: int = 20) -> list[float]:

@@ -131,7 +131,13 @@ def test_run_writes_summary_metrics_checkpoint_and_curve(straight, base_model):
     assert (run_dir / loop.CHECKPOINT).exists() and (run_dir / "curve.png").exists()
     # The base model is made once, then reused by every run.
     assert (base_model / "config.json").exists() and (base_model / "eggroll_base.json").exists()
-    assert summary["model"] == str(base_model)
+    assert summary["model"] == str(base_model) and summary["base_model"] == "made here"
+    # The diagnostics of the log, summarised: all 4 generations, and the last 10 % (one).
+    diagnostics = summary["diagnostics"]
+    assert diagnostics["generations"] == 4
+    for key in DIAGNOSTICS:
+        assert diagnostics["mean"][key] == round(float(np.mean([r[key] for r in train])), 4)
+        assert diagnostics["last_10pct"][key] == round(train[-1][key], 4)
 
 
 def test_resume_through_the_command_continues_bitwise(straight, tmp_path, capsys):
@@ -268,12 +274,23 @@ def test_missing_gsm8k_file_is_a_one_line_error(tmp_path, capsys):
     "flags, message",
     [
         (["--grpo-args", "--lr -1"], "--lr must be > 0"),  # the second run's flags, checked first
+        (["--seeds", "0", "1", "--eggroll-args", "--group 3"], "--group must be even"),
         (["--methods", "eggroll", "ppo"], "unknown ['ppo']"),
+        (["--seeds", "1", "1"], "--seeds must be distinct"),
+        (["--seeds", "-1"], "--seeds must be distinct integers ≥ 0"),
+        (["--common-args", "--seed 3"], "--seed, --run-dir and --resume are set per cell"),
+        (["--grpo-args=--resume"], "are set per cell by the comparison"),
+        (["--max-minutes", "nan"], "--max-minutes must be a finite number"),
+        (["--seconds", "0"], "give a budget"),
     ],
 )
 def test_compare_rejects_bad_flags_before_any_run(flags, message, tmp_path, capsys):
+    results = tmp_path / "results.jsonl"
     with pytest.raises(SystemExit) as exit_:
-        compare.main(["finetune", *flags, "--runs", str(tmp_path / "runs")])
-    assert exit_.value.code != 0
-    assert message in str(exit_.value.code) + capsys.readouterr().err
-    assert not (tmp_path / "runs").exists()  # nothing started, nothing written
+        compare.main(
+            ["finetune", *flags, "--runs", str(tmp_path / "runs"), "--results", str(results)]
+        )
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists() and not results.exists()  # nothing started
