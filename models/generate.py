@@ -90,7 +90,9 @@ def generate(
     B, P = prompt.shape
     prompt_mask = jnp.ones((B, P), bool) if prompt_mask is None else prompt_mask.astype(bool)
     params = llm.cast_params(params, config.dtype)
-    logits, cache = llm.prefill(params, config, prompt, prompt_mask, P + max_new_tokens)
+    logits, cache = llm.prefill(
+        params, config, prompt, prompt_mask, P + max_new_tokens, last_only=True
+    )
 
     def advance(last: Array, cache: Any) -> tuple[Array, Any]:
         logits, cache = llm.forward(params, config, last[:, None], None, cache)

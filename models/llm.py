@@ -471,11 +471,14 @@ def _block(x, layer, cos, sin, new_allowed, old, config):
 
 
 # ------------------------------------------------------------------------------ forward
-def _decode_layers(params, c, tokens, mask, start, index, old):
+def _decode_layers(params, c, tokens, mask, start, index, old, last_only=False):
     """Embedding, blocks and head. ``start (B,)``: rotary position of each row's first real
     token; ``index``: the slot of ``tokens[:, 0]``; ``old``: ``None`` or
     ``(k, v (L, B, K, S, hd), valid (B, S))`` of the cache before this call. Returns
-    ``(logits (B, T, V) float32, k_new, v_new (L, B, K, T, hd))``."""
+    ``(logits (B, T, V) float32, k_new, v_new (L, B, K, T, hd))``; with ``last_only`` the
+    logits of the last position only, ``(B, 1, V)`` (the head is the largest matrix of a
+    small model with a big vocabulary: a prompt's other positions would cost ``T - 1`` times
+    its work and ``(T - 1)·V`` floats per row)."""
     T = tokens.shape[1]
     params = cast_params(params, c.dtype)
     positions = jnp.maximum(start[:, None] + jnp.cumsum(mask, axis=1, dtype=jnp.int32) - 1, 0)
@@ -505,6 +508,8 @@ def _decode_layers(params, c, tokens, mask, start, index, old):
             return _block(x, layer, cos, sin, new_allowed, (k_old, v_old, old_allowed), c)
 
         x, (k_new, v_new) = jax.lax.scan(body, x, (params["layers"], k_cache, v_cache))
+    if last_only:
+        x = x[:, -1:]
     x = rms_norm(x, params["final_norm"], c.rms_norm_eps)
     head = _transpose(params["embed"]) if c.tie_embeddings else params["lm_head"]
     return egg.nn.dense(x, head).astype(jnp.float32), k_new, v_new
@@ -556,19 +561,28 @@ def forward(
 
 
 def prefill(
-    params: Any, config: LLMConfig, tokens: Array, mask: Array | None, max_len: int
+    params: Any,
+    config: LLMConfig,
+    tokens: Array,
+    mask: Array | None,
+    max_len: int,
+    last_only: bool = False,
 ) -> tuple[Array, KVCache]:
     """``forward`` of a prompt batch into a fresh cache of ``max_len ≥ T`` slots.
 
     The same as ``forward(..., cache=init_cache(config, B, max_len))`` but attends only within
     the prompt (an empty cache has nothing to attend to, and XLA would constant-fold it).
+    ``last_only``: return the logits of the last position only, ``(B, 1, V)`` (all a decoder
+    needs from a left-padded prompt).
     """
     B, T = tokens.shape
     if max_len < T:
         raise ValueError(f"max_len={max_len} is shorter than the prompt ({T} tokens)")
     mask = jnp.ones((B, T), bool) if mask is None else mask.astype(bool)
     zero = jnp.zeros((), jnp.int32)
-    logits, k_new, v_new = _decode_layers(params, config, tokens, mask, zero[None], zero, None)
+    logits, k_new, v_new = _decode_layers(
+        params, config, tokens, mask, zero[None], zero, None, last_only
+    )
     cache = init_cache(config, B, max_len)
     write = (0, 0, 0, 0, 0)
     return logits, KVCache(

@@ -369,7 +369,7 @@ def cast_params(params: Any, dtype: Any) -> Any:
     return jax.tree_util.tree_map_with_path(one, params, is_leaf=lambda x: isinstance(x, LowRank))
 
 
-def _run(params, c: RWKV7Config, tokens, mask, state: State):
+def _run(params, c: RWKV7Config, tokens, mask, state: State, last_only: bool = False):
     B, T = tokens.shape
     params = cast_params(params, c.dtype)
     x = egg.nn.embed(tokens, params["embed"]).astype(jnp.float32)
@@ -384,6 +384,8 @@ def _run(params, c: RWKV7Config, tokens, mask, state: State):
 
     xs = (params["layers"], first, state.att_shift, state.wkv, state.ffn_shift)
     (x, _), (att_shift, wkv, ffn_shift) = jax.lax.scan(body, (x, jnp.zeros_like(x)), xs)
+    if last_only:  # the head of the last position only (a decoder needs no more)
+        x = x[:, -1:]
     x = layer_norm(x, params["ln_out_weight"], params["ln_out_bias"], c.layer_norm_eps)
     logits = _dense(x, params["head"], c.dtype)
     return logits, State(att_shift, wkv, ffn_shift)
@@ -455,9 +457,12 @@ def _step_layers(per_layer, c: RWKV7Config, token, layer_states):
     return _dense(x[:, 0], top["head"], c.dtype), states
 
 
-def prefill(params, config, tokens, mask=None) -> tuple[Array, State]:
-    """``forward`` of a prompt batch from the zero state (what :func:`generate` starts with)."""
-    return forward(params, config, tokens, mask, None)
+def prefill(params, config, tokens, mask=None, last_only=False) -> tuple[Array, State]:
+    """``forward`` of a prompt batch from the zero state (what :func:`generate` starts with).
+    ``last_only``: logits of the last position only, ``(B, 1, V)``."""
+    B = tokens.shape[0]
+    mask = None if mask is None else jnp.asarray(mask).astype(bool)
+    return _run(params, config, tokens, mask, init_state(config, B), last_only)
 
 
 # ------------------------------------------------------------------------------ generation
@@ -474,7 +479,7 @@ def generate(
     ``None`` when greedy. Not jitted itself."""
     generate_lib.check_decoding(max_new_tokens, temperature)
     params = cast_params(params, config.dtype)
-    logits, state = prefill(params, config, prompt, prompt_mask)
+    logits, state = prefill(params, config, prompt, prompt_mask, last_only=True)
     per_layer = _split_layers(params)
 
     def advance(last, layer_states):

@@ -1,5 +1,7 @@
 """The LLM decoder: parity with transformers, KV cache, member views, compute dtype."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -41,6 +43,18 @@ def test_left_padding_gives_the_unpadded_logits():
 
 
 prefill = jax.jit(llm.prefill, static_argnums=(1, 4))
+
+
+def test_prefill_of_the_last_position_only_gives_its_logits_and_the_same_cache():
+    params, config, ids, mask, _ = llm_fixtures.load("qwen2")
+    max_len = ids.shape[1] + 2
+    every, cache = prefill(params, config, ids, mask, max_len)
+    last_fn = jax.jit(functools.partial(llm.prefill, last_only=True), static_argnums=(1, 4))
+    last, last_cache = last_fn(params, config, ids, mask, max_len)
+    assert last.shape == (ids.shape[0], 1, config.vocab_size)
+    np.testing.assert_allclose(last, every[:, -1:], atol=1e-5)
+    for a, b in zip(*map(jax.tree_util.tree_leaves, (cache, last_cache)), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("chunks, first", [((7, 1, 1, 1), "prefill"), ((4, 3, 3), "empty cache")])

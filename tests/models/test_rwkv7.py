@@ -85,6 +85,11 @@ def test_prefill_and_step_paths_agree():
     np.testing.assert_allclose(np.stack(outs, 1), logits, atol=1e-5)
     for a, b in zip(jax.tree_util.tree_leaves(s), jax.tree_util.tree_leaves(state), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
+    # The prefill a decoder uses: the last position's logits only, the same state.
+    last, last_state = rwkv7.prefill(params, config, ids, everything, last_only=True)
+    np.testing.assert_allclose(last, logits[:, -1:], atol=1e-5)
+    for a, b in zip(*map(jax.tree_util.tree_leaves, (last_state, state)), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
     # A prompt split in two calls continues the state.
     first, mid = forward(params, config, ids[:, :4], None)
     rest, end = forward(params, config, ids[:, 4:], None, mid)
