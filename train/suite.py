@@ -294,7 +294,10 @@ def timed_training(step, state, evaluate, seconds: float, evaluations: int = EVA
     while elapsed < seconds:
         start = time.perf_counter()
         state, n = step(state)
-        n = int(n)  # waits for the step
+        # Dispatch is asynchronous: wait for the new state itself (PPO's step count is a
+        # host integer, so waiting for it would leave the training outside the clock).
+        jax.block_until_ready(state)
+        n = int(n)
         elapsed += time.perf_counter() - start
         env_steps += n
         steps += 1

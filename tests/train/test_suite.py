@@ -137,6 +137,38 @@ def test_bad_settings_exit_2_before_anything_runs(argv, message, capsys, tmp_pat
     assert not (tmp_path / "r.jsonl").exists()
 
 
+class _Pending:
+    """A state leaf whose computation is still running until it is waited for."""
+
+    def __init__(self, log):
+        self.log = log
+
+    def block_until_ready(self):
+        self.log.append("waited")
+        return self
+
+
+def test_the_clock_waits_for_each_steps_state_not_only_its_step_count(monkeypatch):
+    # PPO's step returns (state dispatched asynchronously, a host int): a loop that waited for
+    # the count alone would stop the clock before the training ran (it did, once).
+    log: list[str] = []
+    ticks = iter(range(1000))
+    monkeypatch.setattr(suite.time, "perf_counter", lambda: float(next(ticks)))
+
+    def step(state):
+        log.append("step")
+        return {"pending": _Pending(log)}, 7
+
+    def evaluate(state):
+        log.append("eval")
+        return 0.0, 0.0
+
+    curve, totals = suite.timed_training(step, {"pending": _Pending(log)}, evaluate, 3.0, 1)
+    steps = [i for i, what in enumerate(log) if what == "step"]
+    assert steps and all(log[i + 1] == "waited" for i in steps)
+    assert totals["updates"] == len(steps) and totals["env_steps"] == 7 * len(steps)
+
+
 def test_ppo_from_rejax_runs_a_few_updates_on_gymnax_1():
     pytest.importorskip("rejax")
     cell = suite.run_cell("CartPole-v1", "ppo", 0, policy="tiny", seconds=0.2, hp=TINY_PPO)
