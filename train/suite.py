@@ -29,6 +29,7 @@ import math
 import os
 import platform
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -780,6 +781,25 @@ def _selected_envs(args) -> list[str]:
     return list(SUITES[args.suite])
 
 
+def _warn_if_stale(cell: dict[str, Any]) -> None:
+    """A stored cell trained with other hyperparameters than the stored choice is kept (cells
+    are keyed by environment, method, seed, policy and budget) but named, so that it can be
+    deleted from the results file and rerun."""
+    if cell["method"] == "random" or "hparams" not in cell:
+        return
+    if cell["method"] == "ppo":
+        now = ppo_hparams(cell["env"], cell["policy"])
+    else:
+        now = es_hparams(cell["env"], cell["method"], cell["policy"])
+    if cell["hparams"] != now:
+        print(
+            f"note: the stored {cell['env']} {cell['method']} seed {cell['seed']} cell was "
+            "trained with other hyperparameters than train/rl_hparams.json holds now; delete "
+            "its line from the results file to rerun it",
+            file=sys.stderr,
+        )
+
+
 def command_run(args) -> list[dict[str, Any]]:
     envs = _selected_envs(args)
     check_setup(envs, args.methods, args.policy, args.seeds)
@@ -787,7 +807,7 @@ def command_run(args) -> list[dict[str, Any]]:
         raise ValueError("--seconds must be > 0")
     results = args.results or RESULTS / f"{args.suite}-{args.policy}.jsonl"
     use_compilation_cache(Path(results).parent / "xla-cache")
-    done = {cell_key(c) for c in read_cells(results)}
+    done = {cell_key(c): c for c in read_cells(results)}
     new = []
     deadline = time.monotonic() + args.max_minutes * 60 if args.max_minutes else None
     for env in envs:
@@ -798,6 +818,7 @@ def command_run(args) -> list[dict[str, Any]]:
                     continue
                 key = (env, method, seed if method != "random" else 0, args.policy, budget)
                 if key in done:
+                    _warn_if_stale(done[key])
                     continue
                 if deadline is not None and time.monotonic() > deadline:
                     print("--max-minutes reached; run the same command again to continue")
@@ -813,7 +834,7 @@ def command_run(args) -> list[dict[str, Any]]:
                 else:
                     cell = run_cell(env, method, seed, policy=args.policy, seconds=budget)
                 append_cell(results, cell)
-                done.add(key)
+                done[key] = cell
                 new.append(cell)
                 short = {k: cell.get(k) for k in ("env", "method", "seed", "final_return")}
                 short["env_steps_per_second"] = cell.get("env_steps_per_second")

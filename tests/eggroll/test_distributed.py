@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.xla import xla_flags
+
 HELPER = Path(__file__).with_name("_sharded_run.py")
 
 
@@ -23,7 +25,7 @@ def _env(devices: int) -> dict:
     return dict(
         os.environ,
         JAX_PLATFORMS="cpu",
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        XLA_FLAGS=xla_flags(devices=devices),
     )
 
 

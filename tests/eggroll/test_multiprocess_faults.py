@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+from tests.xla import xla_flags
+
 TIMEOUT = 2.0  # heartbeat_timeout_seconds for these runs (production default: 20)
 INTERVAL = TIMEOUT / 10  # the watchdog's round, see eggroll.distributed.initialize
 BOUND = TIMEOUT + 2 * INTERVAL  # documented: freeze to exit
@@ -54,9 +56,7 @@ def _free_port() -> int:
 
 
 def _start(mode: str) -> list[subprocess.Popen]:
-    env = dict(
-        os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1"
-    )
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(devices=1))
     port = str(_free_port())
     procs = [
         subprocess.Popen(

@@ -153,4 +153,5 @@ def test_rollouts_step_without_reset_and_match_an_environment_that_only_has_step
     b = jax.jit(lambda p: rl.episodes(plain, mlp.apply, p, keys, stats))(params)
     np.testing.assert_array_equal(np.asarray(a.ret), np.asarray(b.ret))
     np.testing.assert_array_equal(np.asarray(a.length), np.asarray(b.length))
-    np.testing.assert_allclose(np.asarray(a.obs_sum), np.asarray(b.obs_sum), rtol=1e-6)
+    # two programs: their float sums may round differently (1e-6 seen without LLVM optimisation)
+    np.testing.assert_allclose(np.asarray(a.obs_sum), np.asarray(b.obs_sum), rtol=1e-5)

@@ -13,6 +13,7 @@ import numpy as np
 import eggroll as egg
 from eggroll.train import loop
 from eggroll.train.config import flag
+from tests.xla import xla_flags
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts"
@@ -78,7 +79,7 @@ def subprocess_env(cache: Path) -> dict[str, str]:
         os.environ,
         JAX_PLATFORMS="cpu",
         EGGROLL_CACHE=str(cache),
-        XLA_FLAGS="--xla_force_host_platform_device_count=1",
+        XLA_FLAGS=xla_flags(devices=1),
     )
 
 

@@ -91,9 +91,18 @@ def test_a_tiny_suite_writes_cells_resumes_and_reports(tmp_path, monkeypatch, ca
     # A killed run leaves a torn last line: it is cut off, and a rerun adds nothing twice.
     with open(results, "a") as f:
         f.write('{"env": "CartPole-v1", "meth')
+    capsys.readouterr()
     assert compare.main(argv) == []
     assert suite.read_cells(results) == cells
     assert results.read_text().endswith("}\n")
+    assert "other hyperparameters" not in capsys.readouterr().err
+    # A stored choice that changed after a cell was trained: the cell is kept and named.
+    table["Catch-bsuite"]["tiny"]["eggroll"]["hparams"] = {**TINY_ES, "sigma": 0.1}
+    suite.write_json_atomic(rl.HPARAMS, table)
+    assert compare.main(argv) == []
+    err = capsys.readouterr().err
+    assert "Catch-bsuite eggroll seed 0 cell was trained with other hyperparameters" in err
+    assert "CartPole-v1" not in err
 
 
 def test_stored_hyperparameters_are_the_defaults_of_eggroll_rl(tmp_path, monkeypatch):
