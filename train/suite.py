@@ -550,7 +550,10 @@ def normalised(value: float, random: float, ppo: float) -> float:
 
 
 def compare(a: list[float], b: list[float]) -> str:
-    """``win``/``loss`` when the 95 % intervals of the means do not overlap, else ``tie``."""
+    """``win``/``loss`` when the 95 % intervals of the means do not overlap, else ``tie``;
+    ``""`` (not compared) while either side has fewer than 2 seeds: no interval yet."""
+    if min(len(a), len(b)) < 2:
+        return ""
     lo_a, hi_a = interval95(a)
     lo_b, hi_b = interval95(b)
     if lo_a > hi_b:

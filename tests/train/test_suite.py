@@ -55,6 +55,7 @@ def test_normalisation_and_wins_ties_losses_on_hand_made_numbers(tmp_path):
     assert summary["eggroll_vs_openes"] == {"A": "win", "B": "tie"}
     assert summary["wins_ties_losses"] == {"win": 1, "tie": 1, "loss": 0}
     assert suite.compare([1.0, 1.1, 0.9], [5.0, 5.1, 4.9]) == "loss"
+    assert suite.compare([9.0], [1.0, 1.1]) == ""  # one seed: no interval, not counted
     assert math.isnan(suite.normalised(3.0, 1.0, 1.0))  # PPO no better than random
     lo, hi = suite.interval95([1.0, 2.0, 3.0])  # mean 2, sd 1, t(2) = 4.303
     assert (lo, hi) == pytest.approx((2 - 4.303 / math.sqrt(3), 2 + 4.303 / math.sqrt(3)))
