@@ -51,7 +51,7 @@ import numpy as np
 import optax
 
 import eggroll as egg
-from eggroll import distributed
+from eggroll import checkpoint, distributed
 from eggroll.envs import reasoning
 from eggroll.models import generate, hf, llm, lm_train, rwkv7
 from eggroll.models import tokenizer as tokenizer_lib
@@ -667,8 +667,13 @@ class Trainer(loop.Trainer):
         return record, {}
 
     def evaluate(self, step, final):
-        ids, masks = self.enc.prompts(self.eval_set)
-        rows = len(self.eval_set)
+        return self.accuracy(self.eval_set)
+
+    def accuracy(self, problems: list[reasoning.Problem]) -> dict[str, float]:
+        """Greedy answers of the current (unperturbed) params to ``problems``:
+        ``{"eval_accuracy", "eval_format"}`` (and ``"eval_reward"`` with a caller's reward)."""
+        ids, masks = self.enc.prompts(problems)
+        rows = len(problems)
         pad = (-rows) % EVAL_BATCH
         ids, masks = np.concatenate([ids, ids[:pad]]), np.concatenate([masks, masks[:pad]])
         outputs = []
@@ -678,7 +683,7 @@ class Trainer(loop.Trainer):
             )
             outputs.append(np.asarray(distributed.to_host(tokens)))
         texts = self.enc.completions(np.concatenate(outputs)[:rows])
-        fitness, correct, fmt = self.rewards(self.eval_set, texts)
+        fitness, correct, fmt = self.rewards(problems, texts)
         result = {"eval_accuracy": float(np.mean(correct)), "eval_format": float(np.mean(fmt))}
         if self.config.reward is not None:
             result["eval_reward"] = float(np.mean(fitness))
@@ -726,6 +731,30 @@ def start_evaluation(config: Config, say=print) -> dict[str, float]:
     answers of the unperturbed model to ``task.problems("test", config.eval_problems, 0)`` by
     the run's own code; ``{"eval_accuracy", "eval_format"}`` in [0, 1]."""
     return Trainer(config, say).evaluate(0, final=False)
+
+
+def split_accuracy(config: Config, count: int = 1024, say=print) -> dict[str, dict[str, float]]:
+    """Greedy accuracy of a run's start and of its last checkpoint on the first ``count``
+    problems of the task's train and test splits: how much of a gain generalises.
+
+    ``config`` is the run's (its flags, ``run_dir`` included; the checkpoint must match them).
+    Returns ``{"start": {"train", "test"}, "final": {"train", "test"}}``, accuracies in [0, 1].
+    """
+    if count < 1:
+        raise ValueError("count must be ≥ 1")
+    path = Path(config.run_dir) / loop.CHECKPOINT
+    if not path.is_file():
+        raise ValueError(f"no checkpoint at {path}: give the run's --run-dir")
+    trainer = Trainer(config, say)
+    problems = {split: trainer.task.problems(split, count, 0) for split in ("train", "test")}
+
+    def measure():
+        return {s: trainer.accuracy(p)["eval_accuracy"] for s, p in problems.items()}
+
+    start = measure()
+    arrays, _ = checkpoint.load(path, trainer.arrays(), trainer.fingerprint)
+    trainer.restore(arrays, {})
+    return {"start": start, "final": measure()}
 
 
 def run(config: Config, callbacks: Iterable[Any] = (), say=print) -> dict[str, Any]:

@@ -3,7 +3,9 @@ summary, metrics and diagnostics; bitwise resume through the command; a reward f
 Task object of the caller; the GRPO baseline; bad flags."""
 
 import json
+import runpy
 from fractions import Fraction
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +26,7 @@ TINY = dict(
     format_weight=1, progress=False,
 )  # fmt: skip
 TINY_FLAGS = cli_flags(TINY)
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 DIAGNOSTICS = ("correct_mean", "format_mean", "identical_pairs", "signal_groups")
 
 
@@ -138,6 +141,22 @@ def test_run_writes_summary_metrics_checkpoint_and_curve(straight, base_model):
     for key in DIAGNOSTICS:
         assert diagnostics["mean"][key] == round(float(np.mean([r[key] for r in train])), 4)
         assert diagnostics["last_10pct"][key] == round(train[-1][key], 4)
+
+
+def test_split_accuracy_reproduces_the_runs_start_and_final_on_the_test_split(straight, capsys):
+    run_dir, summary = straight
+    flags = [*TINY_FLAGS, "--generations", "4", "--run-dir", str(run_dir)]
+    script = runpy.run_path(str(SCRIPTS / "llm_split_accuracy.py"))
+    script["main"](["--count", str(TINY["eval_problems"]), *flags])
+    result = json.loads(capsys.readouterr().out)
+    # the held-out problems of a run are the test split's first eval_problems
+    assert result["start"]["test"] == summary["start_accuracy"]
+    assert result["final"]["test"] == summary["final_accuracy"]
+    for when in ("start", "final"):
+        assert 0.0 <= result[when]["train"] <= 1.0
+    config = cli.parse("finetune", [*flags[:-1], str(run_dir / "none")])[0]
+    with pytest.raises(ValueError, match="no checkpoint"):
+        finetune.split_accuracy(config, 4, say=quiet)
 
 
 def test_resume_through_the_command_continues_bitwise(straight, tmp_path, capsys):
