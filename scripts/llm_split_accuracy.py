@@ -22,6 +22,9 @@ def main(argv: list[str]) -> None:
     own.add_argument("--count", type=int, default=1024)
     args, rest = own.parse_known_args(argv)
     prog = "llm_split_accuracy.py"
+    if args.count < 1:  # before any model is loaded
+        own.prog = prog
+        own.error(f"--count must be ≥ 1 (problems per split), got {args.count}")
     config, _ = cli.parse("finetune", rest, prog)
     try:
         result = finetune.split_accuracy(config, args.count, say=lambda *_: None)

@@ -742,6 +742,8 @@ def split_accuracy(config: Config, count: int = 1024, say=print) -> dict[str, di
     """
     if count < 1:
         raise ValueError("count must be ≥ 1")
+    if not config.run_dir:
+        raise ValueError("give the run's --run-dir (the folder holding its checkpoint)")
     path = Path(config.run_dir) / loop.CHECKPOINT
     if not path.is_file():
         raise ValueError(f"no checkpoint at {path}: give the run's --run-dir")

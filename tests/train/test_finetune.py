@@ -157,6 +157,9 @@ def test_split_accuracy_reproduces_the_runs_start_and_final_on_the_test_split(st
     config = cli.parse("finetune", [*flags[:-1], str(run_dir / "none")])[0]
     with pytest.raises(ValueError, match="no checkpoint"):
         finetune.split_accuracy(config, 4, say=quiet)
+    with pytest.raises(SystemExit) as exit_info:  # a bad count: refused before any loading
+        script["main"](["--count", "0", *flags])
+    assert exit_info.value.code == 2 and "--count must be ≥ 1" in capsys.readouterr().err
 
 
 def test_resume_through_the_command_continues_bitwise(straight, tmp_path, capsys):
